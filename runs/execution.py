@@ -1,0 +1,321 @@
+"""Running a run: a thin Celery task hands off to `RunExecution`, which moves through named phases.
+
+claim -> prepare -> launch -> watch -> finalize. Every status change is a conditional update
+(`Run.transition`), so a duplicate delivery or a late message never starts a second process or
+rewrites a final state.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import shutil
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import redis
+from django.conf import settings
+from django.utils import timezone
+
+from runs import live, snapshots, storage
+from runs.compute import driver_for
+from runs.models import ACTIVE_STATES, Run, RunStatus
+
+logger = logging.getLogger(__name__)
+
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+STDERR_TAIL_LINES = 15
+TRUNCATED_NOTE = " … [line truncated in the live view; the full line is in the log file]"
+
+
+class ConsoleSink:
+    """Receives console output from the driver: appends it to the run's log file and its live stream.
+
+    Reader threads call `feed`; one writer thread writes the file and publishes to Redis in batches,
+    so a script printing fast costs one Redis round trip per batch, not per line.
+    """
+
+    def __init__(self, run_id: int, log_path: Path):
+        self.run_id = run_id
+        self.log_path = log_path
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.line_count = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._continuing = {"out": False, "err": False}
+        self._redis_ok = True
+        self._writer = threading.Thread(target=self._write_loop, name=f"run-{run_id}-console", daemon=True)
+        self._writer.start()
+
+    def feed(self, source: str, chunk: bytes) -> None:
+        self._queue.put((source, chunk))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._writer.join(timeout=60)
+
+    def _write_loop(self) -> None:
+        limit = settings.STUDIO_LOG_LIVE_LINE_BYTES
+        with open(self.log_path, "ab", buffering=0) as log_file:
+            while True:
+                item = self._queue.get()
+                batch_raw, batch_live, done = [], [], item is None
+                while item is not None:
+                    source, chunk = item
+                    batch_raw.append(chunk)
+                    live_text = self._live_text(source, chunk, limit)
+                    if live_text is not None:
+                        batch_live.append((source, live_text))
+                    if len(batch_raw) >= 2000:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        done = True
+                log_file.write(b"".join(batch_raw))
+                self._publish(batch_live)
+                if done:
+                    return
+
+    def _live_text(self, source: str, chunk: bytes, limit: int) -> str | None:
+        """One display line per console line; pieces of an over-long line after the first are dropped."""
+        ends_line = chunk.endswith(b"\n")
+        continuing = self._continuing[source]
+        self._continuing[source] = not ends_line
+        if continuing:
+            return None
+        self.line_count += 1
+        text = live.clean_line(chunk[:limit].rstrip(b"\r\n"))
+        if len(chunk) > limit or not ends_line and len(chunk) >= limit:
+            text += TRUNCATED_NOTE
+        if source == "err":
+            self.stderr_tail.append(text)
+        return text
+
+    def _publish(self, batch: list[tuple[str, str]]) -> None:
+        if not batch:
+            return
+        try:
+            live.publish_lines(self.run_id, batch)
+            self._redis_ok = True
+        except redis.RedisError:
+            if self._redis_ok:  # say it once per outage; the log file still has every line
+                logger.warning("Live log of run %s not published to Redis", self.run_id, exc_info=True)
+            self._redis_ok = False
+
+
+class RunExecution:
+    def __init__(self, run: Run):
+        self.run = run
+        self.workdir = storage.work_dir(run.pk)
+        self.rundir = storage.run_dir(run.pk)
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+
+    # Phase 1 -----------------------------------------------------------------------------
+    def claim(self) -> bool:
+        return self.run.transition(
+            RunStatus.PREPARING,
+            from_states=(RunStatus.QUEUED,),
+            worker=self.worker_name,
+            heartbeat_at=timezone.now(),
+        )
+
+    def execute(self) -> None:
+        """Run every phase after a successful claim; any studio error ends the run Failed with the reason."""
+        try:
+            self.prepare()
+            if self._cancel_reason() is not None:
+                self.run.transition(RunStatus.CANCELED, from_states=ACTIVE_STATES, reason=self._cancel_reason())
+                return
+            self.launch_and_watch()
+        except Exception as exc:  # the run must end in a final state whatever went wrong here
+            logger.exception("Run %s failed inside the studio", self.run.pk)
+            self.run.transition(
+                RunStatus.FAILED, from_states=ACTIVE_STATES, reason=f"Studio error: {type(exc).__name__}: {exc}"
+            )
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # Phase 2 -----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
+        (self.rundir / "logs").mkdir(parents=True, exist_ok=True)
+        snapshots.materialize(self.run.snapshot, self.workdir)
+        for name in ("outputs", "logs", ".tmp"):
+            (self.workdir / name).mkdir(exist_ok=True)
+
+    def environment(self) -> dict[str, str]:
+        """A scrubbed environment: the user's variables and the run context, nothing of the studio's own."""
+        python = self.python()
+        env = {
+            "PATH": f"{Path(python).parent}:{SAFE_PATH}",
+            "HOME": str(self.workdir),
+            "TMPDIR": str(self.workdir / ".tmp"),
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        env.update(self.run.env_vars)
+        env.update(
+            {
+                "STUDIO_RUN_ID": str(self.run.pk),
+                "STUDIO_EXPERIMENT": self.run.experiment.name,
+                "STUDIO_WORKSPACE": self.run.workspace.name,
+                "STUDIO_API_URL": settings.STUDIO_PUBLIC_URL,
+            }
+        )
+        return env
+
+    def python(self) -> str:
+        return self.run.compute_target.python_path or settings.STUDIO_LOCAL_PYTHON
+
+    # Phase 3 and 4 -----------------------------------------------------------------------
+    def launch_and_watch(self) -> None:
+        if not self.run.transition(RunStatus.STARTING, from_states=(RunStatus.PREPARING,)):
+            return
+        sink = ConsoleSink(self.run.pk, self.rundir / storage.CONSOLE_LOG)
+        argv = [self.python(), self.run.entry_script, *self.run.arguments]
+        try:
+            try:
+                process = driver_for(self.run.compute_target).launch(
+                    argv=argv, workdir=self.workdir, env=self.environment(), sink=sink
+                )
+            except OSError as exc:
+                self.run.transition(
+                    RunStatus.FAILED, from_states=ACTIVE_STATES, reason=f"Could not start {argv[0]}: {exc.strerror}."
+                )
+                return
+            self.run.transition(RunStatus.RUNNING, from_states=(RunStatus.STARTING,))
+            stop_reason = self.watch(process)
+            exit_code = process.wait()
+        finally:
+            sink.close()
+        self.finalize(exit_code, stop_reason, sink)
+
+    def watch(self, process) -> str | None:
+        """Heartbeat until the process ends; stop it on a cancel request or when the time limit is reached.
+
+        Returns why the studio stopped it, or None when it ended by itself.
+        """
+        started = time.monotonic()
+        limit = self.run.max_duration_seconds
+        heartbeat_every = settings.STUDIO_RUN_HEARTBEAT_SECONDS
+        next_heartbeat = 0.0
+        while process.poll() is None:
+            now = time.monotonic()
+            reason = self._cancel_reason()
+            if reason is None and limit is not None and now - started >= limit:
+                reason = f"Maximum duration of {limit} s reached: the run was stopped."
+            if reason is not None:
+                process.terminate(settings.STUDIO_CANCEL_GRACE_SECONDS)
+                return reason
+            if now >= next_heartbeat:
+                self.heartbeat()
+                next_heartbeat = now + heartbeat_every
+            time.sleep(0.1)
+        return None
+
+    def heartbeat(self) -> None:
+        Run.objects.filter(pk=self.run.pk, status__in=ACTIVE_STATES).update(heartbeat_at=timezone.now())
+        self.run.transition(RunStatus.RUNNING, from_states=(RunStatus.NOT_RESPONDING,))
+
+    def _cancel_reason(self) -> str | None:
+        try:
+            return live.cancel_reason(self.run.pk)
+        except redis.RedisError:
+            requested = Run.objects.filter(pk=self.run.pk, cancel_requested_at__isnull=False).exists()
+            return "Canceled by user." if requested else None
+
+    # Phase 5 -----------------------------------------------------------------------------
+    def finalize(self, exit_code: int, stop_reason: str | None, sink: ConsoleSink) -> None:
+        self.run.transition(RunStatus.FINALIZING, from_states=(RunStatus.RUNNING, RunStatus.NOT_RESPONDING))
+        collect_note = collect_outputs(self.workdir, self.rundir)
+        if stop_reason is not None:
+            status, reason = RunStatus.CANCELED, stop_reason
+        elif exit_code == 0:
+            status, reason = RunStatus.COMPLETED, ""
+        else:
+            status, reason = RunStatus.FAILED, failure_reason(exit_code, list(sink.stderr_tail))
+        if collect_note:
+            reason = f"{reason}\n{collect_note}".strip()
+        self.run.transition(status, from_states=ACTIVE_STATES, exit_code=exit_code, reason=reason)
+
+
+def failure_reason(exit_code: int, stderr_tail: list[str]) -> str:
+    if exit_code < 0:
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = f"signal {-exit_code}"
+        head = f"Killed by {name}."
+    else:
+        head = f"Exit code {exit_code}."
+    tail = "\n".join(stderr_tail).strip()
+    return f"{head}\n{tail}" if tail else head
+
+
+def collect_outputs(workdir: Path, rundir: Path) -> str:
+    """Copy regular files under ./outputs and ./logs into the run's storage (links are never followed).
+
+    Returns a note for the run's reason when something was left out, else "".
+    """
+    budget = settings.STUDIO_OUTPUTS_MAX_BYTES
+    skipped = []
+    for top in storage.COLLECTED_DIRS:
+        source_root = workdir / top
+        if not source_root.is_dir() or source_root.is_symlink():
+            continue
+        for dirpath, dirnames, filenames in os.walk(source_root, followlinks=False):
+            for filename in filenames:
+                source = Path(dirpath) / filename
+                relative = source.relative_to(workdir)
+                if source.is_symlink() or not source.is_file():
+                    skipped.append(f"{relative} (not a regular file)")
+                    continue
+                size = source.stat().st_size
+                if size > budget:
+                    skipped.append(f"{relative} (over STUDIO_OUTPUTS_MAX_BYTES)")
+                    continue
+                target = rundir / relative
+                if target.exists():  # never overwrite what the studio captured (the console log)
+                    target = target.with_name(f"{target.stem}.user{target.suffix}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target, follow_symlinks=False)
+                budget -= size
+    if not skipped:
+        return ""
+    return "Not stored: " + ", ".join(skipped[:10]) + (" …" if len(skipped) > 10 else "")
+
+
+def execute_run(run_id: int) -> str:
+    run = Run.objects.select_related("experiment", "workspace", "compute_target", "snapshot").filter(pk=run_id).first()
+    if run is None:
+        return "no such run"
+    execution = RunExecution(run)
+    if not execution.claim():
+        return f"not claimed: run is {run.status}"
+    execution.execute()
+    return run.status
+
+
+def reap_lost_runs() -> int:
+    """Runs whose worker stopped heartbeating: NotResponding when late, Failed when lost."""
+    now = timezone.now()
+    late = now - timezone.timedelta(seconds=settings.STUDIO_RUN_HEARTBEAT_SECONDS * 4)
+    lost = now - timezone.timedelta(seconds=settings.STUDIO_RUN_LOST_AFTER_SECONDS)
+    count = 0
+    for run in Run.objects.filter(status__in=ACTIVE_STATES, heartbeat_at__lt=late):
+        if run.heartbeat_at < lost:
+            reason = f"The worker running this run stopped responding (last heartbeat {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)."
+            count += run.transition(RunStatus.FAILED, from_states=ACTIVE_STATES, reason=reason)
+        else:
+            run.transition(RunStatus.NOT_RESPONDING, from_states=(RunStatus.RUNNING,))
+    return count

@@ -1,0 +1,182 @@
+"""Validation of everything a user sends about experiments and runs, query strings included."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from runs import snapshots
+from runs.models import RunStatus
+from studio.models import NAME_VALIDATOR, ComputeTarget
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
+MAX_ENV_VARS = 200
+MAX_TAGS = 50
+MAX_DURATION = 30 * 24 * 3600
+
+
+def parse_arguments(text: str) -> list[str]:
+    """Split like a POSIX shell would (quotes, escapes); nothing is ever run through a shell."""
+    try:
+        return shlex.split(text, posix=True)
+    except ValueError as exc:
+        raise ValidationError(f"Could not split the arguments: {exc} (check the quotes).") from None
+
+
+def _key_value_lines(text: str, what: str):
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        yield number, key.strip(), sep, value
+
+
+def parse_env_vars(text: str) -> dict[str, str]:
+    """`KEY=VALUE` lines; blank lines and `#` comments are skipped."""
+    result: dict[str, str] = {}
+    errors = []
+    for number, key, sep, value in _key_value_lines(text, "variable"):
+        if not sep:
+            errors.append(f"Line {number}: write KEY=VALUE.")
+        elif not ENV_NAME.match(key):
+            errors.append(f"Line {number}: {key!r} is not a valid name (letters, digits and _, not starting with a digit).")
+        elif key.upper().startswith("STUDIO_"):
+            errors.append(f"Line {number}: names starting with STUDIO_ are reserved for the studio.")
+        elif key in result:
+            errors.append(f"Line {number}: {key} is set twice.")
+        elif "\x00" in value:
+            errors.append(f"Line {number}: values cannot hold NUL characters.")
+        else:
+            result[key] = value
+    if len(result) > MAX_ENV_VARS:
+        errors.append(f"At most {MAX_ENV_VARS} variables.")
+    if errors:
+        raise ValidationError(errors)
+    return result
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """`key=value` or `key` lines."""
+    result: dict[str, str] = {}
+    errors = []
+    for number, key, _sep, value in _key_value_lines(text, "tag"):
+        if not TAG_KEY.match(key):
+            errors.append(f"Line {number}: tag keys are 1-128 letters, digits or _ . : / -.")
+        elif len(value) > 1024:
+            errors.append(f"Line {number}: tag values are at most 1,024 characters.")
+        else:
+            result[key] = value.strip()
+    if len(result) > MAX_TAGS:
+        errors.append(f"At most {MAX_TAGS} tags.")
+    if errors:
+        raise ValidationError(errors)
+    return result
+
+
+def normalize_entry_script(path: str) -> str:
+    path = path.strip().replace("\\", "/")
+    normalized = posixpath.normpath(path) if path else ""
+    if normalized.startswith("./"):
+        normalized = normalized[2:]
+    if not normalized or normalized == "." or normalized.startswith(("/", "../")) or normalized == "..":
+        raise ValidationError("Give a path inside the source, such as train.py or src/train.py.")
+    return normalized
+
+
+class SubmitRunForm(forms.Form):
+    experiment = forms.CharField(
+        max_length=255,
+        widget=forms.TextInput(attrs={"list": "experiment-names", "autocomplete": "off"}),
+        validators=[NAME_VALIDATOR],
+        help_text="An existing experiment, or a new name: 1-255 letters, digits, '-', '_' or '.'.",
+    )
+    source = forms.FileField(help_text="One .py file, or a .zip (or .tar.gz) of the source folder.")
+    entry_script = forms.CharField(
+        max_length=1024, required=False, help_text="Path of the script inside the source. Empty for a single .py file."
+    )
+    arguments = forms.CharField(required=False, max_length=32768, help_text="Split like a shell would; never run by one.")
+    env_vars = forms.CharField(
+        label="Environment variables", required=False, max_length=262144, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One KEY=VALUE per line.",
+    )
+    compute_target = forms.ModelChoiceField(queryset=ComputeTarget.objects.none(), to_field_name="name", empty_label=None)
+    max_duration_seconds = forms.IntegerField(
+        label="Maximum duration (seconds)", required=False, min_value=1, max_value=MAX_DURATION
+    )
+    display_name = forms.CharField(max_length=255, required=False)
+    tags = forms.CharField(required=False, max_length=65536, widget=forms.Textarea(attrs={"rows": 2}), help_text="key=value per line.")
+
+    def __init__(self, *args, workspace, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["compute_target"].queryset = ComputeTarget.objects.filter(workspace=workspace)
+        self.staged: snapshots.StagedSnapshot | None = None
+
+    def clean_arguments(self) -> list[str]:
+        return parse_arguments(self.cleaned_data["arguments"])
+
+    def clean_env_vars(self) -> dict[str, str]:
+        return parse_env_vars(self.cleaned_data["env_vars"])
+
+    def clean_tags(self) -> dict[str, str]:
+        return parse_tags(self.cleaned_data["tags"])
+
+    def clean_entry_script(self) -> str:
+        value = self.cleaned_data["entry_script"]
+        return normalize_entry_script(value) if value.strip() else ""
+
+    def clean(self):
+        cleaned = super().clean()
+        upload = cleaned.get("source")
+        if upload is None:
+            return cleaned
+        try:
+            self.staged = snapshots.stage_upload(upload)
+        except snapshots.SnapshotError as exc:
+            self.add_error("source", str(exc))
+            return cleaned
+        if "entry_script" in cleaned:
+            cleaned["entry_script"] = self._check_entry_script(cleaned["entry_script"])
+        if self.errors:
+            self.discard()
+            if "source" not in self.errors:
+                self.add_error("source", "The file was fine; choose it again after fixing the other fields.")
+        return cleaned
+
+    def _check_entry_script(self, entry: str) -> str:
+        paths = self.staged.paths()
+        if not entry:
+            if len(paths) == 1 and paths[0].endswith(".py"):
+                return paths[0]
+            self.add_error("entry_script", "Name the script to run inside the archive, such as train.py.")
+        elif not self.staged.has_file(entry):
+            candidates = [p for p in paths if p.endswith(".py")][:5]
+            hint = f" Scripts in the source: {', '.join(candidates)}." if candidates else ""
+            self.add_error("entry_script", f"{entry} is not in the uploaded source.{hint}")
+        return entry
+
+    def discard(self) -> None:
+        if self.staged is not None:
+            self.staged.discard()
+            self.staged = None
+
+
+class RunFilterForm(forms.Form):
+    """Query string of the experiment page."""
+
+    status = forms.ChoiceField(choices=[("", "Any status"), *RunStatus.choices], required=False)
+    before = forms.IntegerField(required=False, min_value=1)
+    after = forms.IntegerField(required=False, min_value=0)
+
+
+class ExperimentListForm(forms.Form):
+    archived = forms.BooleanField(required=False)
+
+
+class ArchiveForm(forms.Form):
+    archived = forms.BooleanField(required=False)

@@ -1,0 +1,549 @@
+"""Snapshot storage: an uploaded source folder as content-addressed blobs plus a manifest.
+
+A blob lives at `DATA_DIR/blobs/<sha[:2]>/<sha[2:]>` (sha256 hex of its bytes). It is written once, by an
+atomic rename, made read-only and never modified, so identical files are stored once across all snapshots.
+A snapshot's manifest lists `{"path", "sha256", "size"}` per file, sorted by its posix relative path.
+
+Uploads are untrusted. `stage_upload` reads one into a private staging directory under `DATA_DIR/tmp`,
+where files are named by their position, never by a member name, so nothing an archive says can reach
+the filesystem. Unsafe archives are refused whole; limits are enforced on the bytes actually written.
+Nothing reaches the blob store before `StagedSnapshot.commit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import lzma
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import pathspec
+from django.conf import settings
+
+from runs.models import Snapshot
+
+CHUNK_SIZE = 64 * 1024
+IGNORE_FILES = (".amlignore", ".gitignore")
+ACCEPTED_KINDS = "a .py file, a .zip archive, or a .tar, .tar.gz or .tgz archive"
+# Listing a compressed tar means decompressing every member, ignored ones too: bound that work.
+TAR_SCAN_FACTOR = 10
+_DRIVE = re.compile(r"^[A-Za-z]:")
+# What a damaged or hostile archive raises while being read (never our own writes).
+_READ_ERRORS = (
+    zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, OSError,
+)
+
+
+class SnapshotError(ValueError):
+    """The upload cannot become a snapshot; the message tells the user what is wrong and how to fix it."""
+
+
+# Paths ---------------------------------------------------------------------------------------------------
+
+
+def clean_path(raw: str) -> str:
+    """The normalised posix form of an archive member name (`./a//b` -> `a/b`).
+
+    Raises SnapshotError for a name that could leave the folder or mean something else on another system.
+    The answer may be empty (for `./`).
+    """
+    if "\x00" in raw:
+        raise SnapshotError(f"Refused {raw!r}: archive member names may not contain NUL bytes.")
+    if "\\" in raw:
+        raise SnapshotError(
+            f"Refused {raw!r}: archive member names may not contain backslashes; "
+            "create the archive with a tool that writes '/' separators."
+        )
+    if raw.startswith("/"):
+        raise SnapshotError(f"Refused {raw!r}: archive members must have relative paths, not absolute ones.")
+    if _DRIVE.match(raw):
+        raise SnapshotError(f"Refused {raw!r}: archive members may not name a drive.")
+    parts = [part for part in raw.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise SnapshotError(f"Refused {raw!r}: archive members may not leave the folder.")
+    return "/".join(parts)
+
+
+def _checked_manifest_path(path: str) -> str:
+    """A manifest path, re-checked to be relative, normalised and inside the snapshot."""
+    if not path or clean_path(path) != path:
+        raise SnapshotError(f"The snapshot lists an unsafe path {path!r}; it cannot be unpacked.")
+    return path
+
+
+def _blob_path(sha256: str) -> Path:
+    """Where the blob with this sha256 (64 lowercase hex digits) lives."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"Not a sha256 digest: {sha256!r}")
+    return Path(settings.DATA_DIR) / "blobs" / sha256[:2] / sha256[2:]
+
+
+def _size_text(count: int) -> str:
+    if count < 1024 * 1024:
+        return f"{count:,} bytes"
+    return f"{count / (1024 * 1024):,.1f} MB"
+
+
+# Limits ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Budget:
+    """The snapshot limits, read from settings at call time, and the bytes written so far."""
+
+    max_bytes: int
+    max_files: int
+    written: int = 0
+
+    @classmethod
+    def from_settings(cls) -> _Budget:
+        return cls(settings.STUDIO_SNAPSHOT_MAX_BYTES, settings.STUDIO_SNAPSHOT_MAX_FILES)
+
+    def _too_big(self, what: str) -> SnapshotError:
+        return SnapshotError(
+            f"{what}; the limit is {_size_text(self.max_bytes)} (STUDIO_SNAPSHOT_MAX_BYTES). "
+            "Leave data and build outputs out of the source, or list them in .amlignore."
+        )
+
+    def check_upload(self, size: int | None) -> None:
+        if size is not None and size > self.max_bytes:
+            raise self._too_big(f"The upload holds {_size_text(size)}")
+
+    def check_file_count(self, count: int) -> None:
+        if count > self.max_files:
+            raise SnapshotError(
+                f"The archive holds {count:,} files; the limit is {self.max_files:,} (STUDIO_SNAPSHOT_MAX_FILES). "
+                "List folders you do not need in .amlignore."
+            )
+
+    def spend(self, count: int) -> None:
+        """Count bytes about to be written; raises as soon as the total passes the limit."""
+        self.written += count
+        if self.written > self.max_bytes:
+            raise self._too_big(f"The files unpack to more than {_size_text(self.max_bytes)}")
+
+
+def _copy_counting(source: BinaryIO, out: BinaryIO, budget: _Budget) -> tuple[str, int]:
+    """Copy `source` to `out` in chunks, charging `budget` before each write. Returns (sha256, size)."""
+    digest = hashlib.sha256()
+    size = 0
+    while True:
+        with _reading():
+            chunk = source.read(CHUNK_SIZE)
+        if not chunk:
+            return digest.hexdigest(), size
+        budget.spend(len(chunk))
+        size += len(chunk)
+        digest.update(chunk)
+        out.write(chunk)
+
+
+@contextmanager
+def _reading() -> Iterator[None]:
+    """Turn errors raised while reading a damaged archive into a SnapshotError."""
+    try:
+        yield
+    except SnapshotError:
+        raise
+    except _READ_ERRORS as exc:
+        raise SnapshotError(
+            f"The archive could not be read ({exc}); check that it is complete and not damaged, then upload it again."
+        ) from exc
+
+
+# The staged snapshot --------------------------------------------------------------------------------------
+
+
+class StagedSnapshot:
+    """Files read from an upload, waiting in a private staging directory until `commit` or `discard`.
+
+    Use it as a context manager: leaving the block discards whatever was not committed.
+    """
+
+    def __init__(self, source_name: str, directory: Path):
+        self.source_name = source_name
+        self.ignore_file = ""
+        self.ignored_count = 0
+        self.manifest: list[dict] = []
+        self._directory: Path | None = directory
+        self._staged: dict[str, Path] = {}
+
+    def __enter__(self) -> StagedSnapshot:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.discard()
+
+    @property
+    def file_count(self) -> int:
+        return len(self.manifest)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry["size"] for entry in self.manifest)
+
+    def has_file(self, path: str) -> bool:
+        return path in self.paths()
+
+    def paths(self) -> list[str]:
+        """Every file path, sorted."""
+        return [entry["path"] for entry in self.manifest]
+
+    def add(self, path: str, source: BinaryIO, budget: _Budget) -> None:
+        """Stage one file read from `source`. `path` must already be clean and new."""
+        target = self._directory / f"{len(self._staged):06d}"
+        with open(target, "xb") as out:
+            sha256, size = _copy_counting(source, out, budget)
+        self._staged[path] = target
+        self.manifest.append({"path": path, "sha256": sha256, "size": size})
+        self.manifest.sort(key=lambda entry: entry["path"])
+
+    def read_staged(self, path: str) -> bytes:
+        return self._staged[path].read_bytes()
+
+    def commit(self, workspace, user) -> Snapshot:
+        """Move the staged files into the blob store and create the Snapshot row. Call it once."""
+        if self._directory is None:
+            raise RuntimeError("This staged snapshot was already committed or discarded.")
+        for entry in self.manifest:
+            _store_blob(self._staged[entry["path"]], entry["sha256"])
+        snapshot = Snapshot.objects.create(
+            workspace=workspace,
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+            source_name=self.source_name[:255],
+            ignore_file=self.ignore_file,
+            ignored_count=self.ignored_count,
+            file_count=self.file_count,
+            total_bytes=self.total_bytes,
+            manifest=self.manifest,
+        )
+        self.discard()
+        return snapshot
+
+    def discard(self) -> None:
+        """Remove the staging directory. Safe to call more than once."""
+        if self._directory is not None and self._directory.exists():
+            shutil.rmtree(self._directory)
+        self._directory = None
+        self._staged = {}
+
+
+def _store_blob(staged: Path, sha256: str) -> None:
+    """Move a staged file into the blob store, unless a blob with that content is already there."""
+    blob = _blob_path(sha256)
+    if blob.exists():
+        return  # The staged copy goes away with the staging directory.
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    with open(staged, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(staged, 0o444)
+    os.replace(staged, blob)
+
+
+def _new_staging_dir() -> Path:
+    root = Path(settings.DATA_DIR) / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="snapshot-", dir=root))
+
+
+# Archives --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Member:
+    """One archive member: its raw name, whether it is a directory, and the reader's own handle."""
+
+    name: str
+    is_dir: bool
+    ref: object
+
+
+class _ZipArchive:
+    """Reads members of a zip file; refuses links, special files and encrypted members."""
+
+    def __init__(self, fileobj: BinaryIO, source_name: str):
+        try:
+            self._zip = zipfile.ZipFile(fileobj)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise SnapshotError(
+                f"{source_name!r} is not a valid zip archive; create it again with a zip tool and upload it."
+            ) from exc
+
+    def members(self) -> list[_Member]:
+        return [self._member(info) for info in self._zip.infolist()]
+
+    def _member(self, info: zipfile.ZipInfo) -> _Member:
+        name = info.orig_filename  # `filename` is cut at a NUL byte; check what the archive really says.
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise _link_error(name, "symbolic link")
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
+            raise _special_error(name)
+        if info.flag_bits & 0x1:
+            raise SnapshotError(f"Refused {name!r}: encrypted zip members are not supported; zip without a password.")
+        return _Member(name, info.is_dir(), info)
+
+    def open(self, member: _Member) -> BinaryIO:
+        with _reading():
+            return self._zip.open(member.ref)
+
+    def close(self) -> None:
+        self._zip.close()
+
+
+class _TarArchive:
+    """Reads members of a (possibly compressed) tar file; refuses links and special files."""
+
+    def __init__(self, fileobj: BinaryIO, source_name: str):
+        try:
+            self._tar = tarfile.open(fileobj=fileobj, mode="r:*")
+        except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            raise SnapshotError(
+                f"{source_name!r} is not a valid tar archive; create it again with tar and upload it."
+            ) from exc
+
+    def members(self) -> list[_Member]:
+        """Every member, read header by header, stopping before the listing decompresses too much."""
+        scan_limit = TAR_SCAN_FACTOR * settings.STUDIO_SNAPSHOT_MAX_BYTES
+        members, scanned = [], 0
+        with _reading():
+            while (info := self._tar.next()) is not None:
+                members.append(self._member(info))
+                scanned += info.size  # Reading the next header skips (decompresses) exactly this much.
+                if scanned > scan_limit:
+                    raise SnapshotError(
+                        f"The tar archive expands to more than {_size_text(scan_limit)}, counting ignored files "
+                        f"(the limit is {TAR_SCAN_FACTOR} x STUDIO_SNAPSHOT_MAX_BYTES). "
+                        "Leave large ignored folders out of the archive."
+                    )
+        return members
+
+    @staticmethod
+    def _member(info: tarfile.TarInfo) -> _Member:
+        if info.issym():
+            raise _link_error(info.name, "symbolic link")
+        if info.islnk():
+            raise _link_error(info.name, "hard link")
+        if not (info.isreg() or info.isdir()):
+            raise _special_error(info.name)
+        return _Member(info.name, info.isdir(), info)
+
+    def open(self, member: _Member) -> BinaryIO:
+        with _reading():
+            return self._tar.extractfile(member.ref)
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+def _link_error(name: str, kind: str) -> SnapshotError:
+    return SnapshotError(
+        f"Refused {name!r}: a {kind} is not allowed in a snapshot; put the file itself in the archive instead."
+    )
+
+
+def _special_error(name: str) -> SnapshotError:
+    return SnapshotError(
+        f"Refused {name!r}: devices, FIFOs and other special files are not allowed in a snapshot; "
+        "archive regular files and folders only."
+    )
+
+
+def _plan(members: list[_Member]) -> list[tuple[str, _Member]]:
+    """The files to stage as (clean path, member), in archive order.
+
+    Refuses unsafe names, duplicates and a path that is both a file and a folder. When every member lives
+    under one top-level folder, that folder is stripped so paths are relative to the source folder.
+    """
+    named = [(clean_path(member.name), member) for member in members]
+    named = [(path, member) for path, member in named if path]
+    files = [(path, member) for path, member in named if not member.is_dir]
+    if _single_top_folder(named, files):
+        files = [(path.split("/", 1)[1], member) for path, member in files]
+    _refuse_clashes([path for path, _ in files])
+    return files
+
+
+def _single_top_folder(named: list[tuple[str, _Member]], files: list[tuple[str, _Member]]) -> bool:
+    tops = {path.split("/", 1)[0] for path, _ in named}
+    return len(tops) == 1 and bool(files) and all("/" in path for path, _ in files)
+
+
+def _refuse_clashes(paths: list[str]) -> None:
+    seen: set[str] = set()
+    for path in paths:
+        if path in seen:
+            raise SnapshotError(f"Refused {path!r}: it appears more than once in the archive.")
+        seen.add(path)
+    folders = _all_parents({path.rsplit("/", 1)[0] for path in paths if "/" in path})
+    for path in paths:
+        if path in folders:
+            raise SnapshotError(f"Refused {path!r}: it is both a file and a folder in the archive.")
+
+
+def _all_parents(folders: set[str]) -> set[str]:
+    """Every folder named, with all its ancestors (`a/b/c` -> `a`, `a/b`, `a/b/c`)."""
+    parents = set()
+    for folder in folders:
+        parts = folder.split("/")
+        parents.update("/".join(parts[: index + 1]) for index in range(len(parts)))
+    return parents
+
+
+# Staging ---------------------------------------------------------------------------------------------------
+
+
+def _kind_of(name: str) -> str:
+    lower = name.lower()
+    if lower.endswith(".py"):
+        return "py"
+    if lower.endswith(".zip"):
+        return "zip"
+    if lower.endswith((".tar", ".tar.gz", ".tgz")):
+        return "tar"
+    raise SnapshotError(f"Cannot use {name!r} as a source: upload {ACCEPTED_KINDS}.")
+
+
+def stage_upload(uploaded_file) -> StagedSnapshot:
+    """Read an uploaded .py file or archive into a StagedSnapshot.
+
+    Raises SnapshotError (leaving nothing on disk) for an unknown kind, an unreadable or unsafe archive,
+    or one over the limits. The caller must `commit` or `discard` the result (or use it in a `with`).
+    """
+    name = uploaded_file.name or ""
+    kind = _kind_of(name)
+    budget = _Budget.from_settings()
+    budget.check_upload(uploaded_file.size)
+    staged = StagedSnapshot(name, _new_staging_dir())
+    try:
+        uploaded_file.open()
+        if kind == "py":
+            _stage_script(staged, uploaded_file, budget)
+        else:
+            _stage_archive(staged, uploaded_file, kind, budget)
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
+
+
+def _stage_script(staged: StagedSnapshot, uploaded_file, budget: _Budget) -> None:
+    """A single .py upload: one file, under its base name."""
+    name = uploaded_file.name
+    if name in ("", ".", "..") or any(bad in name for bad in ("/", "\\", "\x00")) or _DRIVE.match(name):
+        raise SnapshotError(f"Refused the file name {name!r}: rename the script to a plain name such as train.py.")
+    uploaded_file.seek(0)
+    staged.add(name, uploaded_file, budget)
+
+
+def _stage_archive(staged: StagedSnapshot, uploaded_file, kind: str, budget: _Budget) -> None:
+    """Stage the files of a zip or tar upload that its ignore file keeps."""
+    uploaded_file.seek(0)
+    reader_class = _ZipArchive if kind == "zip" else _TarArchive
+    archive = reader_class(uploaded_file.file, uploaded_file.name)
+    try:
+        files = _plan(archive.members())
+        spec = _stage_ignore_file(staged, archive, files, budget)
+        kept = [(path, member) for path, member in files if path == staged.ignore_file or not spec.match_file(path)]
+        staged.ignored_count = len(files) - len(kept)
+        _check_not_empty(kept, staged.ignore_file)
+        budget.check_file_count(len(kept))
+        for path, member in kept:
+            if path != staged.ignore_file:
+                with archive.open(member) as source:
+                    staged.add(path, source, budget)
+    finally:
+        archive.close()
+
+
+def _stage_ignore_file(staged, archive, files, budget: _Budget) -> pathspec.GitIgnoreSpec:
+    """Stage the root `.amlignore` (or else `.gitignore`) and return its rules; empty rules when neither."""
+    members = dict(files)
+    chosen = next((name for name in IGNORE_FILES if name in members), "")
+    staged.ignore_file = chosen
+    if not chosen:
+        return pathspec.GitIgnoreSpec.from_lines([])
+    with archive.open(members[chosen]) as source:
+        staged.add(chosen, source, budget)
+    text = staged.read_staged(chosen).decode("utf-8-sig", errors="replace")
+    return pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+
+
+def _check_not_empty(kept: list, ignore_file: str) -> None:
+    if not kept:
+        after = f" after applying {ignore_file}" if ignore_file else ""
+        raise SnapshotError(f"The archive holds no files{after}; add your source files and upload it again.")
+
+
+# Reading committed snapshots ----------------------------------------------------------------------------------
+
+
+def open_blob(snapshot: Snapshot, path: str) -> BinaryIO:
+    """Open the stored bytes of one manifest path for reading. KeyError when the path is not in the manifest."""
+    entry = snapshot.entry(path)
+    if entry is None:
+        raise KeyError(path)
+    return open(_blob_path(entry["sha256"]), "rb")
+
+
+def materialize(snapshot: Snapshot, dest: Path) -> None:
+    """Write every file of the snapshot under `dest` (created as needed), each owner-writable (0o644)."""
+    dest = Path(dest)
+    for entry in snapshot.manifest:
+        target = dest.joinpath(*_checked_manifest_path(entry["path"]).split("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)  # Never write through a link left in the way.
+        with open(_blob_path(entry["sha256"]), "rb") as source, open(target, "xb") as out:
+            shutil.copyfileobj(source, out, CHUNK_SIZE)
+        os.chmod(target, 0o644)
+
+
+def write_zip(snapshot: Snapshot, fileobj: BinaryIO) -> None:
+    """Write the snapshot as a deflated zip into a writable binary file object (need not be seekable)."""
+    earliest = (1980, 1, 1, 0, 0, 0)  # The oldest time a zip can hold.
+    date_time = max(tuple(snapshot.created_at.timetuple()[:6]), earliest) if snapshot.created_at else earliest
+    with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for entry in snapshot.manifest:
+            info = zipfile.ZipInfo(_checked_manifest_path(entry["path"]), date_time)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.file_size = entry["size"]  # Lets zipfile choose ZIP64 up front for large files.
+            with open(_blob_path(entry["sha256"]), "rb") as source, archive.open(info, "w") as out:
+                shutil.copyfileobj(source, out, CHUNK_SIZE)
+
+
+def file_tree(snapshot: Snapshot) -> list[dict]:
+    """The manifest as nested nodes `{"name", "path", "is_dir", "size", "children"}`.
+
+    A folder's size is the sum of its files. Siblings: folders first, then files, each alphabetical.
+    """
+    root = _tree_node("", "", is_dir=True)
+    for entry in snapshot.manifest:
+        node, parts = root, entry["path"].split("/")
+        for index, part in enumerate(parts[:-1]):
+            node = node["children"].setdefault(part, _tree_node(part, "/".join(parts[: index + 1]), is_dir=True))
+            node["size"] += entry["size"]
+        node["children"][parts[-1]] = _tree_node(parts[-1], entry["path"], is_dir=False, size=entry["size"])
+    return _sorted_children(root)
+
+
+def _tree_node(name: str, path: str, *, is_dir: bool, size: int = 0) -> dict:
+    return {"name": name, "path": path, "is_dir": is_dir, "size": size, "children": {}}
+
+
+def _sorted_children(node: dict) -> list[dict]:
+    children = sorted(node["children"].values(), key=lambda child: (not child["is_dir"], child["name"]))
+    for child in children:
+        child["children"] = _sorted_children(child)
+    return children

@@ -1,0 +1,66 @@
+"""Submitting a run: store the snapshot, create the run as Queued, enqueue it once the transaction commits."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from kombu.exceptions import OperationalError
+
+from runs.models import Experiment, Run, RunStatus, RunStatusChange
+from runs.snapshots import StagedSnapshot
+from studio.models import ComputeTarget, Workspace
+
+logger = logging.getLogger(__name__)
+
+
+def submit_run(
+    workspace: Workspace,
+    user,
+    *,
+    experiment_name: str,
+    staged: StagedSnapshot,
+    entry_script: str,
+    compute_target: ComputeTarget,
+    arguments: list[str] | None = None,
+    env_vars: dict[str, str] | None = None,
+    max_duration_seconds: int | None = None,
+    display_name: str = "",
+    tags: dict[str, str] | None = None,
+) -> Run:
+    with transaction.atomic():
+        experiment, _ = Experiment.objects.get_or_create(
+            workspace=workspace, name=experiment_name, defaults={"created_by": user}
+        )
+        snapshot = staged.commit(workspace, user)
+        run = Run.objects.create(
+            workspace=workspace,
+            experiment=experiment,
+            created_by=user,
+            snapshot=snapshot,
+            entry_script=entry_script,
+            arguments=arguments or [],
+            env_vars=env_vars or {},
+            compute_target=compute_target,
+            max_duration_seconds=max_duration_seconds,
+            display_name=display_name,
+            tags=tags or {},
+            status=RunStatus.QUEUED,
+        )
+        RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
+        transaction.on_commit(lambda: enqueue(run))
+    return run
+
+
+def enqueue(run: Run) -> None:
+    from runs.tasks import execute_run
+
+    try:
+        execute_run.apply_async(args=[run.pk], queue=run.compute_target.queue)
+    except OperationalError as exc:
+        logger.exception("Could not queue run %s", run.pk)
+        run.transition(
+            RunStatus.FAILED,
+            from_states=(RunStatus.QUEUED,),
+            reason=f"Could not reach the work queue (Redis) to start this run: {exc}. Submit it again.",
+        )

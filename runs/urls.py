@@ -1,0 +1,18 @@
+from django.urls import path
+
+from runs import events, views
+
+urlpatterns = [
+    path("experiments/", views.experiment_list, name="experiment_list"),
+    path("experiments/<str:name>/", views.experiment_detail, name="experiment_detail"),
+    path("experiments/<str:name>/archive/", views.experiment_archive, name="experiment_archive"),
+    path("runs/new/", views.run_submit, name="run_submit"),
+    path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
+    path("runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<int:run_id>/events/", events.run_events, name="run_events"),
+    path("runs/<int:run_id>/log/", views.run_log, name="run_log"),
+    path("runs/<int:run_id>/files.zip", views.run_files_zip, name="run_files_zip"),
+    path("runs/<int:run_id>/files/<path:path>", views.run_file, name="run_file"),
+    path("runs/<int:run_id>/snapshot/file/", views.snapshot_file, name="snapshot_file"),
+    path("runs/<int:run_id>/snapshot.zip", views.snapshot_zip, name="snapshot_zip"),
+]

@@ -1,0 +1,104 @@
+"""Workspaces, who may do what in them, and where runs execute."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models, transaction
+
+NAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$",
+    "Use 1-255 letters, digits, '-', '_' or '.', starting with a letter or digit.",
+)
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    CONTRIBUTOR = "contributor", "Contributor"
+    READER = "reader", "Reader"
+
+
+class WorkspaceQuerySet(models.QuerySet):
+    def for_user(self, user) -> WorkspaceQuerySet:
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(memberships__user=user)
+
+
+class Workspace(models.Model):
+    name = models.SlugField(max_length=64, unique=True, help_text="Lowercase letters, digits and '-'.")
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = WorkspaceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def create_with_owner(cls, name: str, owner, description: str = "") -> Workspace:
+        """A workspace always starts with its owner and the `local` compute target."""
+        with transaction.atomic():
+            workspace = cls.objects.create(name=name, description=description)
+            Membership.objects.create(workspace=workspace, user=owner, role=Role.OWNER)
+            ComputeTarget.objects.create(workspace=workspace, name="local", kind=ComputeTarget.Kind.LOCAL)
+        return workspace
+
+    def role_of(self, user) -> str | None:
+        if not user.is_authenticated:
+            return None
+        return self.memberships.filter(user=user).values_list("role", flat=True).first()
+
+
+class Membership(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "user"], name="one_membership_per_user")]
+        ordering = ["user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.workspace}"
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in (Role.OWNER, Role.CONTRIBUTOR)
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == Role.OWNER
+
+
+class ComputeTarget(models.Model):
+    """Where a run executes. Each target is served by the Celery queue named by `queue`."""
+
+    class Kind(models.TextChoices):
+        LOCAL = "local", "Local process"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="compute_targets")
+    name = models.CharField(max_length=64, validators=[NAME_VALIDATOR])
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.LOCAL)
+    python_path = models.CharField(
+        max_length=1024,
+        blank=True,
+        help_text="Interpreter for runs on this target (a user-managed environment). Empty: the worker's own.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="unique_target_name")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue a worker for this target consumes."""
+        return "local" if self.kind == self.Kind.LOCAL else f"target-{self.pk}"

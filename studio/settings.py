@@ -1,0 +1,195 @@
+"""Studio settings. Everything a deployment changes comes from environment variables (see README)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import dj_database_url
+
+from studio.config import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_path,
+    env_str,
+    read_or_create_secret,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Where snapshots, run storage, logs and working directories live.
+DATA_DIR = env_path("STUDIO_DATA_DIR", BASE_DIR / "data")
+
+# "production" turns on HTTPS-only cookies, HSTS and requires an explicit secret key.
+STUDIO_MODE = env_choice("STUDIO_MODE", "development", ("development", "production"))
+PRODUCTION = STUDIO_MODE == "production"
+
+DEBUG = env_bool("STUDIO_DEBUG", False)
+if PRODUCTION:
+    SECRET_KEY = env_str("STUDIO_SECRET_KEY")
+else:
+    SECRET_KEY = env_str("STUDIO_SECRET_KEY", "") or read_or_create_secret(DATA_DIR / "secret_key")
+
+ALLOWED_HOSTS = env_list("STUDIO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("STUDIO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "template_partials",
+    "studio",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "studio.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "studio.context_processors.workspaces",
+            ],
+            "builtins": ["studio.templatetags.studio_tags"],
+        },
+    },
+]
+
+WSGI_APPLICATION = "studio.wsgi.application"
+ASGI_APPLICATION = "studio.asgi.application"
+
+# SQLite in WAL mode is the embedded default; DATABASE_URL selects PostgreSQL.
+_default_sqlite = DATA_DIR / "studio.sqlite3"
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{_default_sqlite}"), conn_max_age=env_int("STUDIO_DB_CONN_MAX_AGE", 0)
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    # Tests share the database with a real worker process, so it must be a file, never :memory:.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-studio.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+
+# Uploads above this go to a temporary file instead of memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_TEMP_DIR = None
+
+# Security. Production mode is what `manage.py check --deploy` is run against.
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env_bool("STUDIO_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("STUDIO_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("STUDIO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("STUDIO_HSTS_PRELOAD", True)
+
+# Redis: Celery broker, live log streams and cancel signals.
+STUDIO_REDIS_URL = env_str("STUDIO_REDIS_URL", "redis://127.0.0.1:6390/0")
+
+# Celery (read by studio/celery.py with namespace CELERY_).
+CELERY_BROKER_URL = STUDIO_REDIS_URL
+CELERY_RESULT_BACKEND = None  # nothing reads task results; state lives in the database
+CELERY_TASK_SERIALIZER = "json"  # JSON only: tasks take primary keys, never pickled objects
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True  # a worker that dies re-delivers; the claim makes the re-delivery a no-op
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # runs are long: one at a time per worker process
+CELERY_TASK_DEFAULT_QUEUE = "studio"
+CELERY_TASK_SOFT_TIME_LIMIT = None  # runs enforce their own maximum duration
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 12 * 3600}
+CELERY_BEAT_SCHEDULE = {
+    "reap-lost-runs": {"task": "runs.tasks.reap_lost_runs", "schedule": 30.0},
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Snapshots.
+STUDIO_SNAPSHOT_MAX_BYTES = env_int("STUDIO_SNAPSHOT_MAX_BYTES", 300 * 1024 * 1024, minimum=1)
+STUDIO_SNAPSHOT_MAX_FILES = env_int("STUDIO_SNAPSHOT_MAX_FILES", 2000, minimum=1)
+
+# Runs.
+STUDIO_RUN_HEARTBEAT_SECONDS = env_float("STUDIO_RUN_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
+STUDIO_RUN_LOST_AFTER_SECONDS = env_float("STUDIO_RUN_LOST_AFTER_SECONDS", 120.0, minimum=5)
+STUDIO_CANCEL_GRACE_SECONDS = env_float("STUDIO_CANCEL_GRACE_SECONDS", 5.0, minimum=0)
+STUDIO_LOG_STREAM_MAXLEN = env_int("STUDIO_LOG_STREAM_MAXLEN", 200_000, minimum=1000)
+STUDIO_LOG_LIVE_LINE_BYTES = env_int("STUDIO_LOG_LIVE_LINE_BYTES", 16 * 1024, minimum=256)
+STUDIO_OUTPUTS_MAX_BYTES = env_int("STUDIO_OUTPUTS_MAX_BYTES", 10 * 1024 * 1024 * 1024, minimum=1)
+# Interpreter for runs on the local target when the target names none: the worker's own.
+STUDIO_LOCAL_PYTHON = env_str("STUDIO_LOCAL_PYTHON", sys.executable)
+# Public base URL of the studio, handed to runs for the SDK.
+STUDIO_PUBLIC_URL = env_str("STUDIO_PUBLIC_URL", "http://127.0.0.1:8000")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_choice("STUDIO_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))},
+}

@@ -1,0 +1,90 @@
+"""Workspaces: list, create, dashboard and members."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from runs.models import Run
+from studio.access import get_owner_workspace_for_user, get_workspace_for_user
+from studio.forms import AddMemberForm, WorkspaceForm
+from studio.models import Membership, Role, Workspace
+
+
+@require_GET
+@login_required
+def home(request):
+    workspace = Workspace.objects.for_user(request.user).first()
+    if workspace is None:
+        return redirect("workspace_list")
+    return redirect("dashboard", workspace=workspace.name)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def workspace_list(request):
+    form = WorkspaceForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        workspace = Workspace.create_with_owner(
+            form.cleaned_data["name"], request.user, description=form.cleaned_data["description"]
+        )
+        messages.success(request, f"Workspace {workspace.name} created. You are its owner.")
+        return redirect("dashboard", workspace=workspace.name)
+    memberships = Membership.objects.filter(user=request.user).select_related("workspace")
+    return render(request, "studio/workspace_list.html", {"memberships": memberships, "form": form})
+
+
+@require_GET
+@login_required
+def dashboard(request, workspace: str):
+    access = get_workspace_for_user(request, workspace)
+    recent = (
+        Run.objects.for_workspace(access.workspace)
+        .select_related("experiment", "compute_target")
+        .order_by("-id")[:20]
+    )
+    return render(
+        request,
+        "studio/dashboard.html",
+        {"access": access, "workspace": access.workspace, "recent_runs": recent},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def members(request, workspace: str):
+    access = get_workspace_for_user(request, workspace)
+    form = AddMemberForm(workspace=access.workspace)
+    if request.method == "POST":
+        access = get_owner_workspace_for_user(request, workspace)
+        form = AddMemberForm(request.POST, workspace=access.workspace)
+        if form.is_valid():
+            user = form.cleaned_data["username"]
+            Membership.objects.create(workspace=access.workspace, user=user, role=form.cleaned_data["role"])
+            messages.success(request, f"{user.username} is now a {form.cleaned_data['role']} of {workspace}.")
+            return redirect("members", workspace=workspace)
+    memberships = access.workspace.memberships.select_related("user")
+    return render(
+        request,
+        "studio/members.html",
+        {"access": access, "workspace": access.workspace, "memberships": memberships, "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_POST
+@login_required
+def remove_member(request, workspace: str, membership_id: int):
+    access = get_owner_workspace_for_user(request, workspace)
+    membership = get_object_or_404(Membership, pk=membership_id, workspace=access.workspace)
+    owners = access.workspace.memberships.filter(role=Role.OWNER)
+    if membership.role == Role.OWNER and owners.count() == 1:
+        messages.error(request, "A workspace needs at least one owner: add another owner before removing this one.")
+        return redirect("members", workspace=workspace)
+    membership.delete()
+    messages.success(request, f"{membership.user.username} was removed from {workspace}.")
+    if membership.user_id == request.user.pk:
+        return redirect("home")
+    return redirect("members", workspace=workspace)

