@@ -124,9 +124,11 @@ def _test_database_url() -> str:
 def e2e_env(studio_services, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         database_url = _test_database_url()
-    return services.service_env(
+    env = services.service_env(
         database_url=database_url, redis_url=studio_services["redis_url"], data_dir=studio_services["data_dir"]
     )
+    env["STUDIO_SECRET_KEY"] = django_settings.SECRET_KEY  # sessions made by the tests are valid in the servers
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,9 @@ def submit(client, workspace, upload, **fields):
     data = {"experiment": "e2e", "source": upload, "compute_target": "local", **fields}
     response = client.post(reverse("run_submit", args=[workspace.name]), data)
     assert response.status_code == 302, response.content.decode()[:2000]
-    return Run.objects.latest("id")
+    run = Run.objects.latest("id")
+    assert response.url == reverse("run_detail", args=[workspace.name, run.pk])
+    return run
 
 
 def wait_final(run: Run, timeout: float = 60) -> Run:

@@ -1,0 +1,122 @@
+"""The flow a person uses most, in a real browser: sign in, submit the example, watch it live, see its model.
+
+Drives Debian's headless Chromium through playwright against the real ASGI server (`web`) and a real Celery
+worker (`worker`), both sharing the test database and Redis. Skipped, with the reason, when Chromium is not
+installed or playwright cannot launch it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from runs.models import Run, RunStatus
+from tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "train.py"
+BADGE = "#run-summary .badge"
+
+# True in the page while a console line is shown and the badge still says Running: the log is live.
+LIVE_LINE_WHILE_RUNNING = """() => {
+  const console = document.querySelector('#console');
+  const badge = document.querySelector('#run-summary .badge');
+  return !!console && !!badge && console.textContent.includes('epoch   1') && badge.dataset.status === 'Running';
+}"""
+
+
+def _chromium_path() -> str | None:
+    if Path("/usr/bin/chromium").is_file():
+        return "/usr/bin/chromium"
+    return shutil.which("chromium")
+
+
+@pytest.fixture
+def browser():
+    executable = _chromium_path()
+    if executable is None:
+        print("SKIP: no Chromium at /usr/bin/chromium or on PATH (apt-get install chromium)")
+        pytest.skip("no Chromium at /usr/bin/chromium or on PATH (apt-get install chromium)")
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError as exc:
+        print(f"SKIP: playwright is not installed: {exc}")
+        pytest.skip(f"playwright is not installed: {exc}")
+    manager = sync_playwright().start()
+    try:
+        try:
+            instance = manager.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        except Error as exc:
+            reason = f"playwright could not launch {executable}: {str(exc).splitlines()[0]}"
+            print(f"SKIP: {reason}")
+            pytest.skip(reason)
+        try:
+            yield instance
+        finally:
+            instance.close()
+    finally:
+        manager.stop()
+
+
+def test_a_contributor_submits_the_example_and_watches_it_live_until_its_model_is_stored(
+    cast, workspace, worker, web, browser, tmp_path, monkeypatch
+):
+    from playwright.sync_api import expect
+
+    # Playwright's sync API keeps an event loop on this thread, which Django's ORM guard mistakes for async code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    context = browser.new_context(viewport={"width": 1280, "height": 1600})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(web)
+        expect(page.locator("#id_username")).to_be_visible()  # anonymous: sent to the sign-in form
+        page.fill("#id_username", "carol")
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]:has-text('Sign in')")
+        expect(page.locator(".who")).to_contain_text("carol")
+
+        page.goto(f"{web}/w/{workspace.name}/runs/new/")
+        page.fill("#id_experiment", "digits-browser")
+        page.set_input_files("#id_source", str(EXAMPLE))
+        page.fill("#id_arguments", "--epochs 8 --pause 0.5")
+        page.click("button[type=submit]:has-text('Submit run')")
+        page.wait_for_url("**/runs/*/")
+
+        run = Run.objects.get(experiment__name="digits-browser")
+        assert page.url.rstrip("/").endswith(f"/runs/{run.pk}"), page.url
+
+        # Live: the first epoch is on screen while the run is still Running (about 4 s before it ends).
+        page.wait_for_function(LIVE_LINE_WHILE_RUNNING, timeout=30_000, polling=50)
+        page.screenshot(path=str(tmp_path / "run-live.png"), full_page=True)
+        run.refresh_from_db()
+        assert not run.is_final, f"run already {run.status} when the live line was checked"
+
+        # The page reloads itself when the stream ends: final log, outputs and the Completed badge.
+        expect(page.locator(BADGE)).to_have_attribute("data-status", "Completed", timeout=60_000)
+        expect(page.locator(BADGE)).to_have_text("Completed")
+        expect(page.locator("#outputs")).to_contain_text("outputs/model.pkl")
+        expect(page.locator("#console")).to_contain_text("epoch   8")
+        expect(page.locator("#console")).to_contain_text("saved outputs/model.pkl")
+        page.screenshot(path=str(tmp_path / "run-completed.png"), full_page=True)
+        run.refresh_from_db()
+        assert run.status == RunStatus.COMPLETED, run.reason
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        raise
+    finally:
+        print(f"screenshots in {tmp_path}")
+        context.close()
