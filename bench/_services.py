@@ -7,6 +7,7 @@ is stopped on the way out and the temporary folder removed (unless `keep=True`).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -99,6 +100,7 @@ class Stack:
         import django
 
         django.setup()
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # the studio's logging config prints every request
         from django.contrib.auth import get_user_model
 
         from studio.models import Workspace

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import pwd
 import queue
 import shutil
 import signal
@@ -150,6 +151,8 @@ class RunExecution:
         snapshots.materialize(self.run.snapshot, self.workdir)
         for name in ("outputs", "logs", ".tmp"):
             (self.workdir / name).mkdir(exist_ok=True)
+        if settings.STUDIO_LOCAL_RUN_USER:
+            give_to_user(self.workdir, settings.STUDIO_LOCAL_RUN_USER)
 
     def environment(self) -> dict[str, str]:
         """A scrubbed environment: the user's variables and the run context, nothing of the studio's own."""
@@ -186,7 +189,8 @@ class RunExecution:
         try:
             try:
                 process = driver_for(self.run.compute_target).launch(
-                    argv=argv, workdir=self.workdir, env=self.environment(), sink=sink
+                    argv=argv, workdir=self.workdir, env=self.environment(), sink=sink,
+                    user=settings.STUDIO_LOCAL_RUN_USER,
                 )
             except OSError as exc:
                 self.run.transition(
@@ -247,6 +251,15 @@ class RunExecution:
         if collect_note:
             reason = f"{reason}\n{collect_note}".strip()
         self.run.transition(status, from_states=ACTIVE_STATES, exit_code=exit_code, reason=reason)
+
+
+def give_to_user(root: Path, user: str) -> None:
+    """Hand the working directory to the OS user that runs the script."""
+    record = pwd.getpwnam(user)
+    os.chown(root, record.pw_uid, record.pw_gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), record.pw_uid, record.pw_gid, follow_symlinks=False)
 
 
 def failure_reason(exit_code: int, stderr_tail: list[str]) -> str:

@@ -15,7 +15,7 @@ def run_dir(run_id: int) -> Path:
 
 
 def work_dir(run_id: int) -> Path:
-    return Path(settings.DATA_DIR) / "work" / str(int(run_id))
+    return Path(settings.STUDIO_WORK_DIR) / str(int(run_id))
 
 
 def console_log_path(run_id: int) -> Path:

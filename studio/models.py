@@ -89,6 +89,12 @@ class ComputeTarget(models.Model):
         blank=True,
         help_text="Interpreter for runs on this target (a user-managed environment). Empty: the worker's own.",
     )
+    queue = models.CharField(
+        max_length=64,
+        default="local",
+        validators=[NAME_VALIDATOR],
+        help_text="The Celery queue whose workers run this target's runs (`studioctl.py worker --queues NAME`).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -97,8 +103,3 @@ class ComputeTarget(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def queue(self) -> str:
-        """The Celery queue a worker for this target consumes."""
-        return "local" if self.kind == self.Kind.LOCAL else f"target-{self.pk}"

@@ -181,6 +181,10 @@ STUDIO_CANCEL_GRACE_SECONDS = env_float("STUDIO_CANCEL_GRACE_SECONDS", 5.0, mini
 STUDIO_LOG_STREAM_MAXLEN = env_int("STUDIO_LOG_STREAM_MAXLEN", 200_000, minimum=1000)
 STUDIO_LOG_LIVE_LINE_BYTES = env_int("STUDIO_LOG_LIVE_LINE_BYTES", 16 * 1024, minimum=256)
 STUDIO_OUTPUTS_MAX_BYTES = env_int("STUDIO_OUTPUTS_MAX_BYTES", 10 * 1024 * 1024 * 1024, minimum=1)
+# Scratch directories of running local runs. With STUDIO_LOCAL_RUN_USER, put it outside the (0700) data dir.
+STUDIO_WORK_DIR = env_path("STUDIO_WORK_DIR", DATA_DIR / "work")
+# Run local user code as this OS user (the worker must run as root): it then cannot read the studio's files.
+STUDIO_LOCAL_RUN_USER = env_str("STUDIO_LOCAL_RUN_USER", "")
 # Interpreter for runs on the local target when the target names none: the worker's own.
 STUDIO_LOCAL_PYTHON = env_str("STUDIO_LOCAL_PYTHON", sys.executable)
 # Public base URL of the studio, handed to runs for the SDK.

@@ -24,7 +24,9 @@ class ProcessHandle(Protocol):
 
 
 class ComputeDriver(Protocol):
-    def launch(self, *, argv: list[str], workdir, env: dict[str, str], sink: LineSink) -> ProcessHandle: ...
+    def launch(
+        self, *, argv: list[str], workdir, env: dict[str, str], sink: LineSink, user: str = ""
+    ) -> ProcessHandle: ...
 
 
 def driver_for(target: ComputeTarget) -> ComputeDriver:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import threading
@@ -44,7 +45,12 @@ class LocalProcess:
 
 
 class LocalProcessDriver:
-    def launch(self, *, argv: list[str], workdir: Path, env: dict[str, str], sink) -> LocalProcess:
+    def launch(self, *, argv: list[str], workdir: Path, env: dict[str, str], sink, user: str = "") -> LocalProcess:
+        """Start argv in workdir; with `user`, as that OS user (its own uid and group, no extra groups)."""
+        identity = {}
+        if user:
+            record = pwd.getpwnam(user)
+            identity = {"user": record.pw_uid, "group": record.pw_gid, "extra_groups": []}
         popen = subprocess.Popen(  # noqa: S603 - argv is a list, never a shell string
             argv,
             cwd=workdir,
@@ -54,6 +60,7 @@ class LocalProcessDriver:
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
+            **identity,
         )
         readers = [
             threading.Thread(target=_pump, args=(popen.stdout, "out", sink), daemon=True),
