@@ -35,7 +35,7 @@ def say(message: str) -> None:
 
 def ensure_venv() -> None:
     """Create the virtualenv and install requirements.txt when it changed since the last install."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file may be started by an older Python
         sys.exit("Studio needs Python 3.11 or newer.")
     if not PY.exists():
         say(f"creating the virtualenv in {VENV}")

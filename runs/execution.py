@@ -258,7 +258,7 @@ def give_to_user(root: Path, user: str) -> None:
     record = pwd.getpwnam(user)
     os.chown(root, record.pw_uid, record.pw_gid)
     for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
+        for name in [*dirnames, *filenames]:
             os.chown(os.path.join(dirpath, name), record.pw_uid, record.pw_gid, follow_symlinks=False)
 
 
@@ -286,7 +286,7 @@ def collect_outputs(workdir: Path, rundir: Path) -> str:
         source_root = workdir / top
         if not source_root.is_dir() or source_root.is_symlink():
             continue
-        for dirpath, dirnames, filenames in os.walk(source_root, followlinks=False):
+        for dirpath, _dirnames, filenames in os.walk(source_root, followlinks=False):
             for filename in filenames:
                 source = Path(dirpath) / filename
                 relative = source.relative_to(workdir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -38,10 +39,8 @@ class LocalProcess:
         return code
 
     def _signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already gone
             os.killpg(self.popen.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass  # the group is already gone
 
 
 class LocalProcessDriver:
