@@ -174,9 +174,17 @@ class RunFilterForm(forms.Form):
     after = forms.IntegerField(required=False, min_value=0)
 
 
+def strict_boolean(**kwargs) -> forms.TypedChoiceField:
+    """A yes/no value that refuses anything else (a BooleanField takes any string as yes)."""
+    choices = [(v, v) for v in ("", "on", "true", "1", "off", "false", "0")]
+    return forms.TypedChoiceField(
+        choices=choices, coerce=lambda v: v in ("on", "true", "1"), empty_value=False, required=False, **kwargs
+    )
+
+
 class ExperimentListForm(forms.Form):
-    archived = forms.BooleanField(required=False)
+    archived = strict_boolean()
 
 
 class ArchiveForm(forms.Form):
-    archived = forms.BooleanField(required=False)
+    archived = strict_boolean()

@@ -41,10 +41,10 @@ class ExperimentQuerySet(models.QuerySet):
         """Run count and the latest run's status, in the same query."""
         latest = Run.objects.filter(experiment=models.OuterRef("pk")).order_by("-id")
         return self.annotate(
-            run_count=models.Count("runs", distinct=False),
+            run_count=models.Count("runs"),
             latest_status=models.Subquery(latest.values("status")[:1]),
             latest_run_at=models.Subquery(latest.values("created_at")[:1]),
-        )
+        ).order_by("name")  # GROUP BY drops Meta.ordering
 
 
 class Experiment(models.Model):

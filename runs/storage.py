@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from django.conf import settings
@@ -45,9 +46,12 @@ def list_stored_files(run_id: int) -> list[dict]:
     files = []
     for top in COLLECTED_DIRS:
         base = root / top
-        if not base.is_dir():
+        if base.is_symlink() or not base.is_dir():
             continue
-        for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.is_symlink():
-                files.append({"path": path.relative_to(root).as_posix(), "size": path.stat().st_size})
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                if path.is_file() and not path.is_symlink():
+                    files.append({"path": path.relative_to(root).as_posix(), "size": path.stat().st_size})
     return files

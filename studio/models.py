@@ -26,7 +26,12 @@ class WorkspaceQuerySet(models.QuerySet):
 
 
 class Workspace(models.Model):
-    name = models.SlugField(max_length=64, unique=True, help_text="Lowercase letters, digits and '-'.")
+    name = models.SlugField(
+        max_length=64,
+        unique=True,
+        validators=[RegexValidator(r"^[a-z0-9][a-z0-9-]*$", "Use lowercase letters, digits and '-', starting with a letter or digit.")],
+        help_text="Lowercase letters, digits and '-'.",
+    )
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -33,7 +33,12 @@ def workspace_list(request):
         messages.success(request, f"Workspace {workspace.name} created. You are its owner.")
         return redirect("dashboard", workspace=workspace.name)
     memberships = Membership.objects.filter(user=request.user).select_related("workspace")
-    return render(request, "studio/workspace_list.html", {"memberships": memberships, "form": form})
+    return render(
+        request,
+        "studio/workspace_list.html",
+        {"memberships": memberships, "form": form},
+        status=400 if form.errors else 200,
+    )
 
 
 @require_GET

@@ -6,6 +6,7 @@ The cast, in workspace `lab`: alice (owner), carol (contributor), bob (reader), 
 
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
@@ -30,9 +32,18 @@ def studio_services(tmp_path_factory):
     redis_service, url = services.start_redis(base / "redis")
     django_settings.STUDIO_REDIS_URL = url
     django_settings.DATA_DIR = base / "data"
+    django_settings.STUDIO_WORK_DIR = base / "data" / "work"
     celery_app.conf.CELERY_BROKER_URL = url  # the namespaced key is the one Celery reads here
     yield {"redis_url": url, "base": base, "data_dir": base / "data"}
     redis_service.stop()
+
+
+@pytest.fixture
+def data_dir(settings, tmp_path):
+    """A data dir of the test's own (for tests without a worker): run ids are reused across tests, files must not be."""
+    settings.DATA_DIR = tmp_path / "data"
+    settings.STUDIO_WORK_DIR = tmp_path / "data" / "work"
+    return settings.DATA_DIR
 
 
 @pytest.fixture
@@ -42,8 +53,16 @@ def redis_client(studio_services):
     return get_redis()
 
 
+@functools.cache
+def _fast_password_hash() -> str:
+    """PASSWORD hashed by the default hasher with few iterations: valid for every server the tests start, and fast."""
+    return PBKDF2PasswordHasher().encode(PASSWORD, "castsalt", iterations=1000)
+
+
 def _user(username: str):
-    return get_user_model().objects.create_user(username=username, password=PASSWORD)
+    user = get_user_model()(username=username, password=_fast_password_hash())
+    user.save()
+    return user
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
 
 from runs import snapshots
@@ -22,16 +21,6 @@ from studio.models import Workspace
 
 # Fixtures and builders ---------------------------------------------------------------------------------------
 
-
-@pytest.fixture
-def data_dir(settings, tmp_path) -> Path:
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
-
-
-@pytest.fixture
-def alice(db):
-    return get_user_model().objects.create_user("alice", password="x")
 
 
 @pytest.fixture

@@ -11,13 +11,7 @@ from django.urls import reverse
 from runs.models import Run
 from tests.conftest import login, make_run
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_dir")]
 
 
 def url(name="lab") -> str:
@@ -77,8 +71,14 @@ def test_it_shows_recent_runs_across_experiments_newest_first(client, cast, work
 def test_it_shows_only_the_twenty_newest_runs(client, cast, workspace):
     run = make_run(workspace, cast["carol"])
     Run.objects.bulk_create(
-        Run(workspace=workspace, experiment=run.experiment, snapshot=run.snapshot, entry_script="train.py",
-            compute_target=run.compute_target, status="Queued")
+        Run(
+            workspace=workspace,
+            experiment=run.experiment,
+            snapshot=run.snapshot,
+            entry_script="train.py",
+            compute_target=run.compute_target,
+            status="Queued",
+        )
         for _ in range(24)
     )
     login(client, cast["alice"])
@@ -115,8 +115,9 @@ def test_it_tells_a_reader_that_runs_will_show_up(client, cast, workspace):
 def test_the_workspace_switcher_lists_only_the_users_workspaces(client, cast, workspace):
     from studio.models import Membership, Role, Workspace
 
-    Membership.objects.create(workspace=Workspace.create_with_owner("third", cast["charlie"]), user=cast["alice"],
-                              role=Role.READER)
+    Membership.objects.create(
+        workspace=Workspace.create_with_owner("third", cast["charlie"]), user=cast["alice"], role=Role.READER
+    )
     login(client, cast["alice"])
     page = client.get(url()).content.decode()
     switcher = page.split('<details class="switcher">', 1)[1].split("</details>", 1)[0]

@@ -81,3 +81,11 @@ def test_it_refuses_other_methods(client, cast):
     login(client, cast["alice"])
     assert client.delete(URL).status_code == 405
     assert client.put(URL).status_code == 405
+
+
+@pytest.mark.parametrize("name", ["Lab", "my_ws"])
+def test_it_refuses_a_name_its_help_text_does_not_allow(client, cast, name):
+    login(client, cast["charlie"])
+    response = client.post(URL, {"name": name})
+    assert 'id="id_name_error"' in text(response)
+    assert not Workspace.objects.filter(name=name).exists()

@@ -1,0 +1,141 @@
+"""A run's console log: the full text, a download, and JSON chunks from a byte offset (the polling fallback)."""
+
+from __future__ import annotations
+
+import html
+from urllib.parse import quote
+
+import pytest
+from django.urls import reverse
+
+from runs import storage
+from runs.models import Run, RunStatus
+from tests.conftest import login, make_run
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_dir")]
+
+
+def text(response) -> str:
+    return html.unescape(response.content.decode())
+
+
+def assert_sent_to_sign_in(response, path: str) -> None:
+    assert response.status_code == 302
+    assert response.url == f"{reverse('login')}?next={quote(path)}"
+
+
+LOG = b"epoch 1\n\x1b[32mgreen\x1b[0m <b>bold</b>\npartial"
+
+
+@pytest.fixture
+def run(cast, workspace) -> Run:
+    return make_run(workspace, cast["carol"], experiment="mnist")
+
+
+@pytest.fixture
+def log(run):
+    path = storage.console_log_path(run.pk)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(LOG)
+    return path
+
+
+def url(run) -> str:
+    return f"/w/lab/runs/{run.pk}/log/"
+
+
+def body(response) -> bytes:
+    data = b"".join(response.streaming_content) if response.streaming else response.content
+    return data
+
+
+def test_it_is_at_the_expected_url(run):
+    assert reverse("run_log", args=["lab", run.pk]) == url(run)
+
+
+@pytest.mark.parametrize("who", ["alice", "carol", "bob"])
+def test_it_gives_every_member_the_full_log_as_plain_text(client, cast, run, log, who):
+    login(client, cast[who])
+    response = client.get(url(run))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert not response.get("Content-Disposition", "").startswith("attachment")
+    assert body(response) == LOG
+
+
+def test_it_offers_the_log_as_a_download(client, cast, run, log):
+    login(client, cast["bob"])
+    response = client.get(url(run), {"download": "1"})
+    assert response["Content-Disposition"] == f'attachment; filename="run-{run.pk}-std_log.txt"'
+    assert body(response) == LOG
+
+
+def test_it_answers_an_empty_text_before_the_run_wrote_anything(client, cast, run):
+    login(client, cast["bob"])
+    response = client.get(url(run))
+    assert response.status_code == 200 and body(response) == b""
+
+
+def test_it_hides_the_workspace_from_an_outsider(client, cast, run, log):
+    login(client, cast["charlie"])
+    response = client.get(url(run))
+    assert response.status_code == 404
+    assert b"epoch 1" not in body(response)
+
+
+def test_it_answers_404_for_a_run_of_another_workspace(client, cast, run, log):
+    from studio.models import Workspace
+
+    foreign = make_run(Workspace.objects.get(name="elsewhere"), cast["charlie"], experiment="secret")
+    login(client, cast["alice"])
+    assert client.get(f"/w/lab/runs/{foreign.pk}/log/").status_code == 404
+    login(client, cast["charlie"])
+    assert client.get(f"/w/elsewhere/runs/{run.pk}/log/").status_code == 404
+
+
+def test_it_sends_an_anonymous_visitor_to_sign_in(client, run, log):
+    assert_sent_to_sign_in(client.get(url(run)), url(run))
+
+
+def test_it_refuses_a_post(client, cast, run, log):
+    login(client, cast["alice"])
+    assert client.post(url(run)).status_code == 405
+
+
+def test_an_offset_gives_the_whole_lines_from_there_as_json(client, cast, run, log):
+    login(client, cast["bob"])
+    data = client.get(url(run), {"offset": "0"}).json()
+    assert data == {
+        "lines": ["epoch 1", "green <b>bold</b>"],
+        "next_offset": LOG.rindex(b"\n") + 1,
+        "status": "Queued",
+        "final": False,
+    }
+    rest = client.get(url(run), {"offset": str(data["next_offset"])}).json()
+    assert rest["lines"] == [] and rest["next_offset"] == data["next_offset"]
+    assert client.get(url(run), {"offset": "8"}).json()["lines"] == ["green <b>bold</b>"]
+
+
+def test_the_json_says_when_the_run_is_final(client, cast, run, log):
+    run.transition(RunStatus.COMPLETED, from_states=(RunStatus.QUEUED,))
+    login(client, cast["bob"])
+    data = client.get(url(run), {"offset": "0"}).json()
+    assert data["status"] == "Completed" and data["final"] is True
+
+
+def test_an_offset_past_the_end_or_before_the_start_is_clamped(client, cast, run, log):
+    login(client, cast["bob"])
+    assert client.get(url(run), {"offset": "99999999"}).json()["next_offset"] == len(LOG)
+    assert client.get(url(run), {"offset": "-5"}).json()["lines"] == ["epoch 1", "green <b>bold</b>"]
+
+
+def test_an_offset_before_the_log_exists_gives_nothing(client, cast, run):
+    login(client, cast["bob"])
+    assert client.get(url(run), {"offset": "0"}).json()["lines"] == []
+
+
+@pytest.mark.parametrize("offset", ["abc", "1.5", "", "0x10"])
+def test_it_answers_400_for_a_bad_offset(client, cast, run, log, offset):
+    login(client, cast["bob"])
+    assert client.get(url(run), {"offset": offset}).status_code == 400
