@@ -2,11 +2,13 @@
 logged-in HTTP client.
 
 `Stack` is a context manager: whatever happens inside (an exception, Ctrl-C, SIGTERM), every process it started
-is stopped on the way out and the temporary folder removed (unless `keep=True`).
+is stopped on the way out, and the temporary folder removed (kept with `keep=True`, or after a failure so its
+service logs and database can be read).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -54,10 +56,8 @@ def _stop(service: services.Service) -> None:
     try:
         service.stop()
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already gone
             os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 class Stack:
@@ -120,16 +120,38 @@ class Stack:
             except Exception as exc:  # keep stopping the others
                 print(f"# could not stop {service.name}: {exc}", file=sys.stderr)
         self.services.clear()
-        if self.base is not None and not self.keep:
-            shutil.rmtree(self.base, ignore_errors=True)
+        failed = exc_info[0] is not None and not issubclass(exc_info[0], KeyboardInterrupt)
+        if self.base is not None and (self.keep or failed):
+            print(
+                f"# kept {self.base} (service logs, database){' for inspection of the failure' if failed else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
         elif self.base is not None:
-            print(f"# kept {self.base}", flush=True)
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def log(self, name: str) -> str:
         for service in self.services:
             if service.name == name:
                 return service.log()
         return ""
+
+    def wait_final(self, run_id: int, timeout: float = 120):
+        """The run once it reaches a final state (read from the database in-process); on timeout, say where it hung."""
+        from runs.models import Run
+
+        def final():
+            run = Run.objects.get(pk=run_id)
+            return run if run.is_final else None
+
+        try:
+            return services.wait_until(final, timeout, f"run {run_id} to end", interval=0.05)
+        except TimeoutError:
+            run = Run.objects.get(pk=run_id)
+            raise RuntimeError(
+                f"run {run_id} still {run.status} after {timeout} s (statuses {status_times(run_id)})\n"
+                f"--- worker log ---\n{self.log('worker')}\n--- web log ---\n{self.log('web')}"
+            ) from None
 
     # HTTP --------------------------------------------------------------------------------------
     def client(self):
@@ -183,17 +205,6 @@ def _csrf(html: str) -> str:
     if match is None:
         raise RuntimeError("no CSRF token in the page")
     return match.group(1)
-
-
-def wait_final(run_id: int, timeout: float = 120):
-    """The run once it reaches a final state (read from the database in-process)."""
-    from runs.models import Run
-
-    def final():
-        run = Run.objects.get(pk=run_id)
-        return run if run.is_final else None
-
-    return services.wait_until(final, timeout, f"run {run_id} to end", interval=0.05)
 
 
 def status_times(run_id: int) -> dict[str, float]:

@@ -75,7 +75,7 @@ def main() -> int:
                     parts = text.split()
                     if len(parts) == 3 and parts[0] == "bench-line":
                         latencies[int(parts[1])] = received - float(parts[2])
-        run = _services.wait_final(run_id)
+        run = stack.wait_final(run_id)
         if run.status != "Completed":
             raise RuntimeError(f"run {run_id} ended {run.status}: {run.reason}")
 
@@ -88,8 +88,10 @@ def main() -> int:
     worst = max(values)
     verdict = "PASS" if p95 < TARGET_P95_SECONDS and len(values) == args.lines else "FAIL"
     print(f"# {events['log']} log events and {events['status']} status events carried the lines")
-    print(f"SSE line latency: received {len(values)}/{args.lines} lines, p50 {p50 * 1000:.1f} ms, "
-          f"p95 {p95 * 1000:.1f} ms, max {worst * 1000:.1f} ms; target p95 < {TARGET_P95_SECONDS:.0f} s: {verdict}")
+    print(
+        f"SSE line latency: received {len(values)}/{args.lines} lines, p50 {p50 * 1000:.1f} ms, "
+        f"p95 {p95 * 1000:.1f} ms, max {worst * 1000:.1f} ms; target p95 < {TARGET_P95_SECONDS:.0f} s: {verdict}"
+    )
     return 0 if verdict == "PASS" else 1
 
 

@@ -9,12 +9,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
 from django.db.models import Count
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
 from runs import logs, snapshots, storage
+from runs.downloads import file_response
 from runs.forms import ArchiveForm, ExperimentListForm, RunFilterForm, SubmitRunForm
 from runs.models import Experiment, Run, RunStatus
 from runs.submission import submit_run
@@ -206,10 +207,13 @@ def run_log(request, workspace: str, run_id: int):
         return JsonResponse({"lines": lines, "next_offset": next_offset, "status": run.status, "final": run.is_final})
     if not path.is_file():
         return HttpResponse("", content_type="text/plain; charset=utf-8")
-    response = FileResponse(open(path, "rb"), content_type="text/plain; charset=utf-8")
-    if request.GET.get("download"):
-        response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-std_log.txt"'
-    return response
+    return file_response(
+        request,
+        open(path, "rb"),
+        filename=f"run-{run.pk}-std_log.txt",
+        as_attachment=bool(request.GET.get("download")),
+        content_type="text/plain; charset=utf-8",
+    )
 
 
 @require_GET
@@ -221,7 +225,7 @@ def run_file(request, workspace: str, run_id: int, path: str):
     if stored is None:
         raise Http404("No such file in this run.")
     # Always a download: a stored HTML or SVG file is never rendered in the studio's origin.
-    return FileResponse(open(stored, "rb"), as_attachment=True, filename=stored.name)
+    return file_response(request, open(stored, "rb"), filename=stored.name)
 
 
 @require_GET
@@ -235,7 +239,7 @@ def run_files_zip(request, workspace: str, run_id: int):
         for item in storage.list_stored_files(run.pk):
             archive.write(root / item["path"], item["path"])
     spool.seek(0)
-    return FileResponse(spool, as_attachment=True, filename=f"run-{run.pk}-files.zip")
+    return file_response(request, spool, filename=f"run-{run.pk}-files.zip")
 
 
 @require_GET
@@ -250,7 +254,7 @@ def snapshot_file(request, workspace: str, run_id: int):
         raise Http404("No such file in the snapshot.")
     handle = snapshots.open_blob(run.snapshot, path)
     if request.GET.get("download"):
-        return FileResponse(handle, as_attachment=True, filename=path.rsplit("/", 1)[-1])
+        return file_response(request, handle, filename=path.rsplit("/", 1)[-1])
     with handle:
         data = handle.read(512 * 1024)
     text = None if b"\x00" in data else data.decode("utf-8", errors="replace")
@@ -267,5 +271,5 @@ def snapshot_zip(request, workspace: str, run_id: int):
     spool = tempfile.TemporaryFile()
     snapshots.write_zip(run.snapshot, spool)
     spool.seek(0)
-    return FileResponse(spool, as_attachment=True, filename=f"run-{run.pk}-snapshot.zip")
+    return file_response(request, spool, filename=f"run-{run.pk}-snapshot.zip")
 

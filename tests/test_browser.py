@@ -8,6 +8,7 @@ installed or playwright cannot launch it.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,11 @@ CHROMIUM_ARGS = [
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "train.py"
 BADGE = "#run-summary .badge"
 
-# True in the page while a console line is shown and the badge still says Running: the log is live.
-LIVE_LINE_WHILE_RUNNING = """() => {
+# What the run page shows: whether the first epoch's line is in the console, and the status badge.
+PAGE_STATE = """() => {
   const console = document.querySelector('#console');
   const badge = document.querySelector('#run-summary .badge');
-  return !!console && !!badge && console.textContent.includes('epoch   1') && badge.dataset.status === 'Running';
+  return [!!console && console.textContent.includes('epoch   1'), badge ? badge.dataset.status : null];
 }"""
 
 
@@ -100,7 +101,7 @@ def test_a_contributor_submits_the_example_and_watches_it_live_until_its_model_i
         assert page.url.rstrip("/").endswith(f"/runs/{run.pk}"), page.url
 
         # Live: the first epoch is on screen while the run is still Running (about 4 s before it ends).
-        page.wait_for_function(LIVE_LINE_WHILE_RUNNING, timeout=30_000, polling=50)
+        assert _line_shown_while_running(page, run), "the console line never appeared while the badge said Running"
         page.screenshot(path=str(tmp_path / "run-live.png"), full_page=True)
         run.refresh_from_db()
         assert not run.is_final, f"run already {run.status} when the live line was checked"
@@ -120,3 +121,32 @@ def test_a_contributor_submits_the_example_and_watches_it_live_until_its_model_i
     finally:
         print(f"screenshots in {tmp_path}")
         context.close()
+
+
+def _line_shown_while_running(page, run, timeout: float = 30) -> bool:
+    """Poll the page until the first epoch's line is shown while the badge says Running.
+
+    Fails with what the page showed instead: a badge stuck at an earlier status, or no line before the run ended.
+    """
+    from playwright.sync_api import Error
+
+    seen: list[tuple[bool, str | None]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = tuple(page.evaluate(PAGE_STATE))
+        except Error:  # the page is navigating (it reloads itself when the run ends)
+            state = (False, "reloading")
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if state == (True, "Running"):
+            return True
+        run.refresh_from_db()
+        if run.is_final and state[1] in ("Completed", "reloading"):
+            break
+        time.sleep(0.05)
+    run.refresh_from_db()
+    raise AssertionError(
+        f"the first console line was never shown while the badge said Running; (line shown, badge) over time: {seen}; "
+        f"run {run.status}, status changes {list(run.status_changes.values_list('status', flat=True))}"
+    )

@@ -179,15 +179,20 @@ def test_it_lists_stored_files_and_the_snapshot_tree(client, cast, run):
     assert f"/w/lab/runs/{run.pk}/snapshot.zip" in page
 
 
-def test_the_summary_part_of_a_live_run_keeps_polling(client, cast, run):
+def test_the_page_of_a_live_run_refreshes_its_summary_in_place(client, cast, run):
+    login(client, cast["bob"])
+    page = client.get(url(run)).content.decode()
+    assert f'hx-get="/w/lab/runs/{run.pk}/?part=summary"' in page
+    assert 'hx-swap="innerHTML"' in page and 'hx-sync="this:replace"' in page
+
+
+def test_the_summary_part_of_a_live_run_is_only_the_summary(client, cast, run):
     login(client, cast["bob"])
     response = client.get(url(run), {"part": "summary"}, headers=HTMX)
     assert response.status_code == 200
     body = response.content.decode().strip()
-    assert body.startswith('<section id="run-summary"') and body.endswith("</section>")
-    assert "<html" not in body and "Configuration" not in body
-    assert f'hx-get="/w/lab/runs/{run.pk}/?part=summary"' in body
-    assert 'data-status="Queued"' in body
+    assert "<html" not in body and "Configuration" not in body and "<section" not in body
+    assert 'data-status="Queued"' in body and "Status timeline" in body
 
 
 def test_the_summary_part_of_a_final_run_stops_the_polling(client, cast, run):
