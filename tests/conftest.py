@@ -7,9 +7,11 @@ The cast, in workspace `lab`: alice (owner), carol (contributor), bob (reader), 
 from __future__ import annotations
 
 import functools
+import html
 import io
 import zipfile
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings as django_settings
@@ -17,6 +19,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django.urls import reverse
 
 from studio.celery import app as celery_app
 from studio.models import Membership, Role, Workspace
@@ -172,3 +175,13 @@ def web(e2e_env, studio_services):
 @pytest.fixture
 def examples_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "examples"
+
+
+def text(response) -> str:
+    """A page's text with HTML entities decoded, for asserting what a user reads."""
+    return html.unescape(response.content.decode())
+
+
+def assert_sent_to_sign_in(response, path: str) -> None:
+    assert response.status_code == 302
+    assert response.url == f"{reverse('login')}?next={quote(path)}"

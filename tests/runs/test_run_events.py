@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import html
 import json
-from urllib.parse import quote
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -15,18 +13,9 @@ from django.urls import reverse
 from runs import live
 from runs.events import REPLAY_ENTRIES
 from runs.models import Run, RunStatus
-from tests.conftest import login, make_run
+from tests.conftest import assert_sent_to_sign_in, login, make_run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_dir")]
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
-
-
-def assert_sent_to_sign_in(response, path: str) -> None:
-    assert response.status_code == 302
-    assert response.url == f"{reverse('login')}?next={quote(path)}"
 
 
 @pytest.fixture

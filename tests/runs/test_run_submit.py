@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import html
 import re
-from urllib.parse import quote
 
 import pytest
 from django.urls import reverse
 
 from runs.models import Experiment, Run, RunStatus, Snapshot
-from tests.conftest import login, py_upload, zip_upload
+from tests.conftest import assert_sent_to_sign_in, login, py_upload, text, zip_upload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_dir")]
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
-
-
-def assert_sent_to_sign_in(response, path: str) -> None:
-    assert response.status_code == 302
-    assert response.url == f"{reverse('login')}?next={quote(path)}"
 
 
 URL = "/w/lab/runs/new/"

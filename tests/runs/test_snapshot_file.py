@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import html
-from urllib.parse import quote
-
 import pytest
 from django.urls import reverse
 
 from runs import snapshots
 from runs.models import Run
 from runs.submission import submit_run
-from tests.conftest import login, make_run, zip_upload
+from tests.conftest import assert_sent_to_sign_in, login, make_run, text, zip_upload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_dir")]
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
-
-
-def assert_sent_to_sign_in(response, path: str) -> None:
-    assert response.status_code == 302
-    assert response.url == f"{reverse('login')}?next={quote(path)}"
 
 
 FILES = {

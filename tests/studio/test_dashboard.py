@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import html
 import re
 
 import pytest
 from django.urls import reverse
 
 from runs.models import Run
-from tests.conftest import login, make_run
+from tests.conftest import login, make_run, text
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_dir")]
 
 
 def url(name="lab") -> str:
     return reverse("dashboard", args=[name])
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
 
 
 def shown_run_ids(response) -> list[int]:

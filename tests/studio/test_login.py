@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import html
-
 import pytest
 from django.test import Client
 from django.urls import reverse
 
-from tests.conftest import PASSWORD, login
+from tests.conftest import PASSWORD, login, text
 
 pytestmark = pytest.mark.django_db
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
 
 
 def test_it_shows_the_sign_in_form_to_an_anonymous_visitor(client):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import html
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from studio.models import Membership, Role
-from tests.conftest import PASSWORD, login
+from tests.conftest import PASSWORD, login, text
 
 pytestmark = pytest.mark.django_db
 URL = "/w/lab/members/"
@@ -18,10 +16,6 @@ URL = "/w/lab/members/"
 @pytest.fixture
 def dave(db):
     return get_user_model().objects.create_user("dave", password=PASSWORD)
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
 
 
 def roster(workspace) -> list[tuple[str, str]]:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import html
-
 import pytest
 from django.urls import reverse
 
 from studio.models import Membership, Role, Workspace
-from tests.conftest import login
+from tests.conftest import login, text
 
 pytestmark = pytest.mark.django_db
 
 
 def url(membership, workspace="lab") -> str:
     return reverse("remove_member", args=[workspace, membership.pk])
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
 
 
 def roster(workspace) -> list[tuple[str, str]]:

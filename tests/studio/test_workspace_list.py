@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import html
-
 import pytest
 from django.urls import reverse
 
 from studio.models import ComputeTarget, Membership, Role, Workspace
-from tests.conftest import login
+from tests.conftest import login, text
 
 pytestmark = pytest.mark.django_db
 URL = "/workspaces/"
-
-
-def text(response) -> str:
-    return html.unescape(response.content.decode())
 
 
 def test_it_is_at_the_expected_url():
