@@ -23,7 +23,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from runs import live, snapshots, storage
+from runs import live, snapshots, storage, sysmetrics, tokens
 from runs.compute import driver_for
 from runs.models import ACTIVE_STATES, Run, RunStatus
 
@@ -137,9 +137,7 @@ class RunExecution:
             self.launch_and_watch()
         except Exception as exc:  # the run must end in a final state whatever went wrong here
             logger.exception("Run %s failed inside the studio", self.run.pk)
-            self.run.transition(
-                RunStatus.FAILED, from_states=ACTIVE_STATES, reason=f"Studio error: {type(exc).__name__}: {exc}"
-            )
+            self.run.end_with_descendants(RunStatus.FAILED, f"Studio error: {type(exc).__name__}: {exc}")
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -167,9 +165,12 @@ class RunExecution:
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         env.update(self.run.env_vars)
+        sdk_path = str(settings.STUDIO_SDK_PATH)
+        env["PYTHONPATH"] = f"{sdk_path}:{env['PYTHONPATH']}" if env.get("PYTHONPATH") else sdk_path
         env.update(
             {
                 "STUDIO_RUN_ID": str(self.run.pk),
+                "STUDIO_RUN_TOKEN": tokens.issue(self.run),
                 "STUDIO_EXPERIMENT": self.run.experiment.name,
                 "STUDIO_WORKSPACE": self.run.workspace.name,
                 "STUDIO_API_URL": settings.STUDIO_PUBLIC_URL,
@@ -212,7 +213,10 @@ class RunExecution:
         started = time.monotonic()
         limit = self.run.max_duration_seconds
         heartbeat_every = settings.STUDIO_RUN_HEARTBEAT_SECONDS
-        next_heartbeat = 0.0
+        sample_every = settings.STUDIO_SYSTEM_METRICS_SECONDS
+        sampler = sysmetrics.ProcessTreeSampler(process.pid)
+        sampler.sample()  # primes CPU accounting
+        next_heartbeat, next_sample = 0.0, started + min(1.0, sample_every)
         while process.poll() is None:
             now = time.monotonic()
             reason = self._cancel_reason()
@@ -224,6 +228,12 @@ class RunExecution:
             if now >= next_heartbeat:
                 self.heartbeat()
                 next_heartbeat = now + heartbeat_every
+            if now >= next_sample:
+                try:
+                    sysmetrics.record(self.run, sampler)
+                except Exception:  # a missed sample must not end the run; say so in the worker log
+                    logger.warning("System metrics of run %s not recorded", self.run.pk, exc_info=True)
+                next_sample = now + sample_every
             time.sleep(0.1)
         return None
 
@@ -242,15 +252,18 @@ class RunExecution:
     def finalize(self, exit_code: int, stop_reason: str | None, sink: ConsoleSink) -> None:
         self.run.transition(RunStatus.FINALIZING, from_states=(RunStatus.RUNNING, RunStatus.NOT_RESPONDING))
         collect_note = collect_outputs(self.workdir, self.rundir)
+        reported_failure = Run.objects.filter(pk=self.run.pk).values_list("reported_failure", flat=True).first()
         if stop_reason is not None:
             status, reason = RunStatus.CANCELED, stop_reason
+        elif exit_code == 0 and reported_failure:
+            status, reason = RunStatus.FAILED, reported_failure
         elif exit_code == 0:
             status, reason = RunStatus.COMPLETED, ""
         else:
             status, reason = RunStatus.FAILED, failure_reason(exit_code, list(sink.stderr_tail))
         if collect_note:
             reason = f"{reason}\n{collect_note}".strip()
-        self.run.transition(status, from_states=ACTIVE_STATES, exit_code=exit_code, reason=reason)
+        self.run.end_with_descendants(status, reason, exit_code=exit_code)
 
 
 def give_to_user(root: Path, user: str) -> None:

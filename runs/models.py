@@ -126,6 +126,10 @@ class Run(models.Model):
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=255, blank=True)
+    # SHA-256 of the run-scoped token handed to the script (see runs/tokens.py); empty when none was issued.
+    token_hash = models.CharField(max_length=64, blank=True)
+    # Set by the script's SDK with run.fail(reason): the run ends Failed with this reason even if it exits 0.
+    reported_failure = models.TextField(blank=True)
 
     objects = RunQuerySet.as_manager()
 
@@ -180,6 +184,35 @@ class Run(models.Model):
         live.publish_status(self.pk, to)
         return True
 
+    def create_child(self, name: str = "") -> Run:
+        """A child run, created by the parent's script through the SDK; it is Running at once."""
+        now = timezone.now()
+        with transaction.atomic():
+            child = Run.objects.create(
+                workspace_id=self.workspace_id,
+                experiment_id=self.experiment_id,
+                parent=self,
+                display_name=name,
+                created_by_id=self.created_by_id,
+                snapshot_id=self.snapshot_id,
+                entry_script=self.entry_script,
+                compute_target_id=self.compute_target_id,
+                status=RunStatus.RUNNING,
+                started_at=now,
+            )
+            RunStatusChange.objects.create(run=child, status=RunStatus.RUNNING, at=now)
+        return child
+
+    def end_with_descendants(self, status: str, reason: str = "", **fields) -> None:
+        """End this run and every descendant still going (children end with their parent)."""
+        self.transition(status, from_states=ACTIVE_STATES, reason=reason, **fields)
+        level = [self.pk]
+        while level:
+            children = list(Run.objects.filter(parent_id__in=level, status__in=ACTIVE_STATES))
+            for child in children:
+                child.transition(status, from_states=ACTIVE_STATES, reason=f"Ended with its parent run {self.pk}.")
+            level = [child.pk for child in Run.objects.filter(parent_id__in=level).only("pk")]
+
     def request_cancel(self, reason: str = "Canceled by user.") -> bool:
         """Cancel a run. A queued run ends at once; a running one is stopped by its worker."""
         if self.transition(RunStatus.CANCELED, from_states=(RunStatus.NOT_STARTED, RunStatus.QUEUED), reason=reason):
@@ -200,3 +233,81 @@ class RunStatusChange(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
+
+
+class MetricKind(models.TextChoices):
+    SCALAR = "scalar", "Scalar series"
+    LIST = "list", "List"
+    ROW = "row", "Rows"
+    TABLE = "table", "Table"
+    IMAGE = "image", "Image"
+
+
+class MetricSeries(models.Model):
+    """One named thing a run logged. Scalars keep their points in `MetricChunk`s; the other kinds in `MetricEntry`s.
+
+    The last value, count and extremes are kept here so run tables sort and filter by them without reading points.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_series")
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=8, choices=MetricKind.choices)
+    description = models.CharField(max_length=1024, blank=True)
+    count = models.PositiveBigIntegerField(default=0)
+    last_value = models.FloatField(null=True, blank=True)
+    last_nonfinite = models.CharField(max_length=9, blank=True, help_text="NaN, Infinity or -Infinity when the last value was one.")
+    last_step = models.FloatField(null=True, blank=True)
+    min_value = models.FloatField(null=True, blank=True)
+    max_value = models.FloatField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="unique_series_per_run")]
+        indexes = [models.Index(fields=["experiment", "name", "last_value"], name="series_sort_by_last")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} of run {self.run_id}"
+
+    @property
+    def last_display(self) -> str:
+        if self.last_nonfinite:
+            return self.last_nonfinite
+        return "" if self.last_value is None else f"{self.last_value:.6g}"
+
+    @property
+    def is_system(self) -> bool:
+        return self.name.startswith("sys/")
+
+
+class MetricChunk(models.Model):
+    """Up to CHUNK_POINTS points of a scalar series: float64 arrays of step, value and time, one after the other.
+
+    A full chunk is sealed and gets a `summary`: the same arrays downsampled (min/max preserving), so a chart of
+    any length reads summaries of sealed chunks plus the raw points of the open one.
+    """
+
+    series = models.ForeignKey(MetricSeries, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    count = models.PositiveIntegerField(default=0)
+    data = models.BinaryField()
+    summary = models.BinaryField(null=True, blank=True)
+    sealed = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["series", "seq"], name="unique_chunk_seq")]
+        ordering = ["series", "seq"]
+
+
+class MetricEntry(models.Model):
+    """One logged list, row, table or image of a series, in logging order."""
+
+    series = models.ForeignKey(MetricSeries, on_delete=models.CASCADE, related_name="entries")
+    seq = models.PositiveIntegerField()
+    data = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["series", "seq"], name="unique_entry_seq")]
+        ordering = ["series", "seq"]

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import dj_database_url
+import plotly
 
 from studio.config import (
     env_bool,
@@ -122,7 +123,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles" if PRODUCTION else None  # collectstatic target in production
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Plotly's JavaScript is served by the studio from the plotly package itself, never from a CDN.
+STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", Path(plotly.__file__).parent / "package_data")]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -180,6 +182,9 @@ STUDIO_RUN_LOST_AFTER_SECONDS = env_float("STUDIO_RUN_LOST_AFTER_SECONDS", 120.0
 STUDIO_CANCEL_GRACE_SECONDS = env_float("STUDIO_CANCEL_GRACE_SECONDS", 5.0, minimum=0)
 STUDIO_LOG_STREAM_MAXLEN = env_int("STUDIO_LOG_STREAM_MAXLEN", 200_000, minimum=1000)
 STUDIO_LOG_LIVE_LINE_BYTES = env_int("STUDIO_LOG_LIVE_LINE_BYTES", 16 * 1024, minimum=256)
+STUDIO_IMAGE_MAX_BYTES = env_int("STUDIO_IMAGE_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
+STUDIO_UPLOAD_MAX_BYTES = env_int("STUDIO_UPLOAD_MAX_BYTES", 1024 * 1024 * 1024, minimum=1)
+STUDIO_SYSTEM_METRICS_SECONDS = env_float("STUDIO_SYSTEM_METRICS_SECONDS", 5.0, minimum=0.2)
 STUDIO_OUTPUTS_MAX_BYTES = env_int("STUDIO_OUTPUTS_MAX_BYTES", 10 * 1024 * 1024 * 1024, minimum=1)
 # Scratch directories of running local runs. With STUDIO_LOCAL_RUN_USER, put it outside the (0700) data dir.
 STUDIO_WORK_DIR = env_path("STUDIO_WORK_DIR", DATA_DIR / "work")
@@ -187,6 +192,8 @@ STUDIO_WORK_DIR = env_path("STUDIO_WORK_DIR", DATA_DIR / "work")
 STUDIO_LOCAL_RUN_USER = env_str("STUDIO_LOCAL_RUN_USER", "")
 # Interpreter for runs on the local target when the target names none: the worker's own.
 STUDIO_LOCAL_PYTHON = env_str("STUDIO_LOCAL_PYTHON", sys.executable)
+# The in-run SDK (studio_sdk), put on every local run's PYTHONPATH.
+STUDIO_SDK_PATH = BASE_DIR / "sdk"
 # Public base URL of the studio, handed to runs for the SDK.
 STUDIO_PUBLIC_URL = env_str("STUDIO_PUBLIC_URL", "http://127.0.0.1:8000")
 

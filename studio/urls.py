@@ -14,4 +14,5 @@ urlpatterns = [
     path("w/<slug:workspace>/members/", views.members, name="members"),
     path("w/<slug:workspace>/members/<int:membership_id>/remove/", views.remove_member, name="remove_member"),
     path("w/<slug:workspace>/", include("runs.urls")),
+    path("api/v1/runs/<int:run_id>/", include("runs.api_urls")),
 ]

@@ -16,6 +16,8 @@ class LineSink(Protocol):
 
 
 class ProcessHandle(Protocol):
+    pid: int
+
     def poll(self) -> int | None: ...
 
     def terminate(self, grace_seconds: float) -> int: ...

@@ -19,6 +19,10 @@ class LocalProcess:
         self.popen = popen
         self.readers = readers
 
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
     def poll(self) -> int | None:
         return self.popen.poll()
 

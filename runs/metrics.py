@@ -1,0 +1,185 @@
+"""Storing what a run logs and reading it back for charts and tables.
+
+Scalar series are stored in chunks of CHUNK_POINTS points (float64 arrays of step, value and wall-clock time).
+When a chunk fills up it is sealed with a summary: the chunk downsampled to SUMMARY_POINTS with MinMaxLTTB plus
+its minimum, maximum, first and last points. A chart reads the summaries of sealed chunks and the raw points of the
+open chunk, then downsamples that to at most CHART_POINTS the same way, so a 10,000,000-point series costs about
+as much as a 150,000-point one, a single spike survives both levels, and running and finished runs are drawn alike.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import transaction
+from django.db.models import F
+from tsdownsample import MinMaxLTTBDownsampler
+
+from runs.models import MetricChunk, MetricEntry, MetricKind, MetricSeries, Run
+
+CHUNK_POINTS = 65_536
+SUMMARY_POINTS = 1_024
+CHART_POINTS = 2_000
+MAX_NONFINITE_MARKERS = 500
+NAME = re.compile(r"^[A-Za-z0-9_.\-/: ]{1,255}$")
+
+
+class MetricError(ValueError):
+    """Bad input from a script: the message says what to fix."""
+
+
+def check_name(name) -> str:
+    if not isinstance(name, str) or not NAME.match(name) or name.strip() != name:
+        raise MetricError(
+            f"Invalid name {str(name)[:80]!r}: use 1-255 letters, digits, spaces and _ . - / : (no leading or trailing space)."
+        )
+    return name
+
+
+@dataclass
+class Points:
+    steps: np.ndarray
+    values: np.ndarray
+    times: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def take(self, index) -> Points:
+        return Points(self.steps[index], self.values[index], self.times[index])
+
+    @classmethod
+    def concat(cls, parts: list[Points]) -> Points:
+        if not parts:
+            empty = np.empty(0, dtype=np.float64)
+            return cls(empty, empty, empty)
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("steps", "values", "times")))
+
+    def encode(self) -> bytes:
+        return np.concatenate([self.steps, self.values, self.times]).astype("<f8").tobytes()
+
+    @classmethod
+    def decode(cls, blob: bytes) -> Points:
+        arrays = np.frombuffer(bytes(blob), dtype="<f8").reshape(3, -1)
+        return cls(arrays[0], arrays[1], arrays[2])
+
+
+def downsample_indices(values: np.ndarray, n_out: int) -> np.ndarray:
+    """Indices (sorted) of at most about n_out points that keep the shape: MinMaxLTTB over the finite values, plus
+    the first and last point, the global minimum and maximum, and non-finite points (up to a cap) as markers."""
+    count = len(values)
+    if count <= n_out:
+        return np.arange(count)
+    finite = np.isfinite(values)
+    finite_index = np.flatnonzero(finite)
+    keep = [np.array([0, count - 1])]
+    if len(finite_index) > n_out:
+        chosen = MinMaxLTTBDownsampler().downsample(values[finite_index], n_out=n_out)
+        keep.append(finite_index[chosen])
+    else:
+        keep.append(finite_index)
+    if len(finite_index):
+        keep.append(finite_index[[np.argmin(values[finite_index]), np.argmax(values[finite_index])]])
+    nonfinite_index = np.flatnonzero(~finite)
+    if len(nonfinite_index):
+        keep.append(nonfinite_index[:MAX_NONFINITE_MARKERS])
+    return np.unique(np.concatenate(keep))
+
+
+def _series(run: Run, name: str, kind: str, description: str = "") -> MetricSeries:
+    series, created = MetricSeries.objects.get_or_create(
+        run=run, name=name, defaults={"kind": kind, "experiment_id": run.experiment_id, "description": description[:1024]}
+    )
+    if series.kind != kind:
+        raise MetricError(f"{name!r} was logged as {series.get_kind_display().lower()}; use another name for {kind} values.")
+    if description and not created and series.description != description[:1024]:
+        series.description = description[:1024]
+        series.save(update_fields=["description"])
+    return series
+
+
+def append_scalars(run: Run, name: str, points: list[tuple[float | None, float, float]], description: str = "") -> int:
+    """Append points (step or None, value, time) in order; a missing step is the series' count so far."""
+    if not points:
+        return 0
+    with transaction.atomic():
+        series = _series(run, name, MetricKind.SCALAR, description)
+        series = MetricSeries.objects.select_for_update().get(pk=series.pk)
+        start = series.count
+        steps = np.array(
+            [start + i if p[0] is None else p[0] for i, p in enumerate(points)], dtype=np.float64
+        )
+        incoming = Points(steps, np.array([p[1] for p in points], dtype=np.float64), np.array([p[2] for p in points], dtype=np.float64))
+        _write_chunks(series, incoming)
+        finite = incoming.values[np.isfinite(incoming.values)]
+        updates = {
+            "count": F("count") + len(incoming),
+            "last_value": _db_float(incoming.values[-1]),
+            "last_nonfinite": "" if math.isfinite(incoming.values[-1]) else json_number(incoming.values[-1]),
+            "last_step": float(incoming.steps[-1]),
+        }
+        if len(finite):
+            low, high = float(finite.min()), float(finite.max())
+            updates["min_value"] = low if series.min_value is None else min(series.min_value, low)
+            updates["max_value"] = high if series.max_value is None else max(series.max_value, high)
+        MetricSeries.objects.filter(pk=series.pk).update(**updates)
+    return len(incoming)
+
+
+def _db_float(value: float) -> float | None:
+    """Databases keep no NaN/inf in a float column the same way everywhere: those are read from the chunks."""
+    return float(value) if math.isfinite(value) else None
+
+
+def _write_chunks(series: MetricSeries, incoming: Points) -> None:
+    chunk = MetricChunk.objects.filter(series=series, sealed=False).order_by("-seq").first()
+    offset = 0
+    while offset < len(incoming):
+        if chunk is None:
+            last_seq = MetricChunk.objects.filter(series=series).order_by("-seq").values_list("seq", flat=True).first()
+            chunk = MetricChunk(series=series, seq=0 if last_seq is None else last_seq + 1, count=0, data=b"")
+        existing = Points.decode(chunk.data) if chunk.count else None
+        room = CHUNK_POINTS - chunk.count
+        part = incoming.take(slice(offset, offset + room))
+        offset += len(part)
+        merged = Points.concat([existing, part] if existing is not None else [part])
+        chunk.data, chunk.count = merged.encode(), len(merged)
+        if chunk.count >= CHUNK_POINTS:
+            chunk.sealed = True
+            chunk.summary = merged.take(downsample_indices(merged.values, SUMMARY_POINTS)).encode()
+        chunk.save()
+        chunk = None if chunk.sealed else chunk
+
+
+def read_scalars(series: MetricSeries, max_points: int = CHART_POINTS) -> tuple[Points, int]:
+    """At most about max_points points of the series, and how many points it holds in all."""
+    chunks = MetricChunk.objects.filter(series=series).order_by("seq")
+    parts = [Points.decode(blob) for blob in chunks.filter(sealed=True).values_list("summary", flat=True)]
+    parts += [Points.decode(blob) for blob in chunks.filter(sealed=False).values_list("data", flat=True)]
+    points = Points.concat(parts)
+    if len(points) > max_points:
+        points = points.take(downsample_indices(points.values, max_points))
+    return points, series.count
+
+
+def append_entries(run: Run, name: str, kind: str, items: list) -> int:
+    with transaction.atomic():
+        series = _series(run, name, kind)
+        series = MetricSeries.objects.select_for_update().get(pk=series.pk)
+        MetricEntry.objects.bulk_create(
+            MetricEntry(series=series, seq=series.count + i, data=item) for i, item in enumerate(items)
+        )
+        MetricSeries.objects.filter(pk=series.pk).update(count=F("count") + len(items))
+    return len(items)
+
+
+def json_number(value: float):
+    """A float for JSON: NaN and infinities become the strings a script would print."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
