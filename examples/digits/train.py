@@ -44,7 +44,7 @@ def misclassified_figure(x_test, y_test, predicted):
 
     wrong = np.flatnonzero(predicted != y_test)[:12]
     figure, axes = plt.subplots(2, 6, figsize=(9, 3.4))
-    for axis, index in zip(axes.ravel(), list(wrong) + [None] * 12):
+    for axis, index in zip(axes.ravel(), (list(wrong) + [None] * 12)[:12], strict=True):
         axis.axis("off")
         if index is not None:
             axis.imshow(x_test[index].reshape(8, 8), cmap="gray_r")
