@@ -30,7 +30,7 @@ def _sse(event: str, data: dict, event_id: str | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _messages(entries) -> tuple[list[str], bool]:
+def _messages(entries, final_states=FINAL_STATES) -> tuple[list[str], bool]:
     """SSE messages for a list of stream entries; True when a final status was among them."""
     out, lines, finished = [], [], False
     last_id = None
@@ -46,15 +46,15 @@ def _messages(entries) -> tuple[list[str], bool]:
                 lines = []
             status = fields.get(b"v", b"").decode()
             out.append(_sse("status", {"status": status}, last_id))
-            finished = finished or status in FINAL_STATES
+            finished = finished or status in final_states
     if lines:
         out.append(_sse("log", {"lines": lines}, last_id))
     return out, finished
 
 
-async def _stream(run_id: int, last_id: str | None):
+async def event_stream(key: str, last_id: str | None, is_final, final_states=FINAL_STATES):
+    """SSE messages from one Redis stream until a final status passes (or `await is_final()` says it is over)."""
     client = get_async_redis()
-    key = live.stream_key(run_id)
     try:
         yield "retry: 1000\n\n"
         if last_id is None:
@@ -62,7 +62,7 @@ async def _stream(run_id: int, last_id: str | None):
             recent.reverse()
             if len(recent) == REPLAY_ENTRIES:
                 yield _sse("truncated", {"note": "Earlier lines are in the full log."})
-            messages, finished = _messages(recent)
+            messages, finished = _messages(recent, final_states)
             for message in messages:
                 yield message
             if finished:
@@ -72,14 +72,14 @@ async def _stream(run_id: int, last_id: str | None):
         while True:
             response = await client.xread({key: last_id}, block=BLOCK_MS, count=500)
             if not response:
-                if await _run_is_final(run_id):
+                if await is_final():
                     yield _sse("end", {})
                     return
                 yield ": keep-alive\n\n"
                 continue
             entries = response[0][1]
             last_id = entries[-1][0].decode()
-            messages, finished = _messages(entries)
+            messages, finished = _messages(entries, final_states)
             for message in messages:
                 yield message
             if finished:
@@ -91,9 +91,19 @@ async def _stream(run_id: int, last_id: str | None):
         await client.aclose()
 
 
-@sync_to_async
-def _run_is_final(run_id: int) -> bool:
-    return Run.objects.filter(pk=run_id, status__in=FINAL_STATES).exists()
+def sse_response(stream) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def valid_last_event_id(request) -> str | None:
+    """The Last-Event-ID a reconnecting browser sends; ValueError when it is not a stream entry id."""
+    last_id = request.headers.get("Last-Event-ID") or None
+    if last_id is not None and not ENTRY_ID.match(last_id):
+        raise ValueError("Last-Event-ID must be a stream entry id.")
+    return last_id
 
 
 @sync_to_async
@@ -110,10 +120,13 @@ def _check_access(request, workspace: str, run_id: int) -> int:
 async def run_events(request, workspace: str, run_id: int):
     await request.auser()
     run_pk = await _check_access(request, workspace, run_id)
-    last_id = request.headers.get("Last-Event-ID") or None
-    if last_id is not None and not ENTRY_ID.match(last_id):
-        return HttpResponse("Last-Event-ID must be a stream entry id.", status=400)
-    response = StreamingHttpResponse(_stream(run_pk, last_id), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    try:
+        last_id = valid_last_event_id(request)
+    except ValueError as error:
+        return HttpResponse(str(error), status=400)
+
+    @sync_to_async
+    def is_final() -> bool:
+        return Run.objects.filter(pk=run_pk, status__in=FINAL_STATES).exists()
+
+    return sse_response(event_stream(live.stream_key(run_pk), last_id, is_final))

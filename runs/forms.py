@@ -9,7 +9,7 @@ import shlex
 from django import forms
 from django.core.exceptions import ValidationError
 
-from runs import snapshots
+from runs import runs_table, snapshots
 from runs.models import RunStatus
 from studio.models import NAME_VALIDATOR, ComputeTarget
 
@@ -167,11 +167,105 @@ class SubmitRunForm(forms.Form):
 
 
 class RunFilterForm(forms.Form):
-    """Query string of the experiment page."""
+    """Query string of the experiment page; what each part means is in runs/runs_table.py.
+
+    `before`/`after` page by run id in the default order (newest first); `below`/`above` page in any order,
+    relative to a run's place in it. `metric` is repeated, one per column: absent, the default columns;
+    `?metric=` alone, none. `tag` and `range` are repeated too, and every one of them must hold.
+    `metric_names` are the experiment's scalar metric names: any other name is refused.
+    """
+
+    MAX_COLUMNS = 20
+    MAX_FILTERS = 20
 
     status = forms.ChoiceField(choices=[("", "Any status"), *RunStatus.choices], required=False)
     before = forms.IntegerField(required=False, min_value=1)
     after = forms.IntegerField(required=False, min_value=0)
+    below = forms.IntegerField(required=False, min_value=1)
+    above = forms.IntegerField(required=False, min_value=1)
+    children_of = forms.IntegerField(required=False, min_value=1)
+    sort = forms.CharField(required=False, max_length=300)
+    metric = forms.Field(required=False, widget=forms.MultipleHiddenInput)
+    tag = forms.Field(required=False, widget=forms.MultipleHiddenInput)
+    range = forms.Field(required=False, widget=forms.MultipleHiddenInput)
+
+    def __init__(self, *args, metric_names=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.metric_names = set(metric_names)
+
+    def _check_metric(self, name: str) -> str:
+        if name not in self.metric_names:
+            known = ", ".join(sorted(self.metric_names)[:20]) or "none yet"
+            raise ValidationError(f"No scalar metric named {name!r} in this experiment (its metrics: {known}).")
+        return name
+
+    def _repeated(self, name: str, *, limit: int) -> list[str]:
+        values = [value for value in self.cleaned_data[name] or [] if value.strip()]
+        if len(values) > limit:
+            raise ValidationError(f"At most {limit} values.")
+        return values
+
+    def clean_sort(self) -> runs_table.Sort:
+        try:
+            sort = runs_table.Sort.parse(self.cleaned_data["sort"])
+        except runs_table.TableError as exc:
+            raise ValidationError(str(exc)) from None
+        if sort.column == "metric":
+            self._check_metric(sort.metric)
+        return sort
+
+    def clean_metric(self) -> list[str] | None:
+        """The chosen metric columns in the order given, or None for the default ones."""
+        raw = self.cleaned_data["metric"] or []
+        if not raw:
+            return None
+        names = list(dict.fromkeys(self._repeated("metric", limit=self.MAX_COLUMNS)))
+        return [self._check_metric(name) for name in names]
+
+    def clean_tag(self) -> tuple[runs_table.TagFilter, ...]:
+        found = []
+        for text in self._repeated("tag", limit=self.MAX_FILTERS):
+            tag = runs_table.TagFilter.parse(text.strip())
+            if not TAG_KEY.match(tag.key) or len(tag.value or "") > 1024:
+                raise ValidationError(
+                    f"Tag filter {text!r}: write key or key:value; keys are 1-128 letters, digits or _ . / -."
+                )
+            found.append(tag)
+        return tuple(found)
+
+    def clean_range(self) -> tuple[runs_table.MetricRange, ...]:
+        found = []
+        for text in self._repeated("range", limit=self.MAX_FILTERS):
+            try:
+                metric_range = runs_table.MetricRange.parse(text.strip())
+            except runs_table.TableError as exc:
+                raise ValidationError(str(exc)) from None
+            self._check_metric(metric_range.name)
+            found.append(metric_range)
+        return tuple(found)
+
+    def clean(self):
+        cleaned = super().clean()
+        cursors = [name for name in ("before", "after", "below", "above") if cleaned.get(name) is not None]
+        if len(cursors) > 1:
+            raise ValidationError(f"Give one of {' and '.join(cursors)}, not both: follow the page links.")
+        sort = cleaned.get("sort")
+        if sort is not None and not sort.is_default and cursors and cursors[0] in ("before", "after"):
+            raise ValidationError(f"{cursors[0]} pages by run id; with sort={sort}, use below or above.")
+        return cleaned
+
+    @property
+    def filters(self) -> runs_table.Filters:
+        data = self.cleaned_data
+        return runs_table.Filters(status=data["status"], tags=data["tag"], ranges=data["range"])
+
+    def error_message(self) -> str:
+        """All errors as one line a person can act on."""
+        parts = []
+        for name, errors in self.errors.items():
+            text = " ".join(errors)
+            parts.append(text if name == "__all__" else f"{name}: {text}")
+        return " ".join(parts)
 
 
 def strict_boolean(**kwargs) -> forms.TypedChoiceField:

@@ -42,11 +42,14 @@ def clean_line(raw: bytes) -> str:
 
 
 def publish_lines(run_id: int, batch: list[tuple[str, str]]) -> None:
+    append_lines(stream_key(run_id), batch)
+
+
+def append_lines(key: str, batch: list[tuple[str, str]]) -> None:
     """Append console lines in one round trip; consecutive lines of the same stream share an entry."""
     if not batch:
         return
     pipe = get_redis().pipeline(transaction=False)
-    key = stream_key(run_id)
     maxlen = settings.STUDIO_LOG_STREAM_MAXLEN
     group: list[str] = []
     current = batch[0][0]
@@ -61,15 +64,18 @@ def publish_lines(run_id: int, batch: list[tuple[str, str]]) -> None:
 
 
 def publish_status(run_id: int, status: str) -> None:
+    append_status(stream_key(run_id), status)
+
+
+def append_status(key: str, status: str) -> None:
     """Tell live viewers; the database already holds the truth, so a Redis outage only delays pages."""
-    key = stream_key(run_id)
     try:
         pipe = get_redis().pipeline(transaction=False)
         pipe.xadd(key, {"k": "status", "v": status}, maxlen=settings.STUDIO_LOG_STREAM_MAXLEN, approximate=True)
         pipe.expire(key, STREAM_TTL_SECONDS)
         pipe.execute()
     except redis.RedisError:
-        logger.warning("Could not publish status %s of run %s to Redis", status, run_id, exc_info=True)
+        logger.warning("Could not publish status %s to Redis stream %s", status, key, exc_info=True)
 
 
 def request_cancel(run_id: int, reason: str) -> None:

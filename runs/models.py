@@ -116,6 +116,11 @@ class Run(models.Model):
     compute_target = models.ForeignKey(ComputeTarget, on_delete=models.PROTECT, related_name="runs")
     max_duration_seconds = models.PositiveIntegerField(null=True, blank=True)
     tags = models.JSONField(default=dict)
+    environment = models.ForeignKey(
+        "environments.Environment", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
+    )
+    # Per-run overrides of the target's limits: {"cpu_limit": 2.0, "memory_limit_mb": 4096, "gpus": "all"}.
+    resources = models.JSONField(default=dict, blank=True)
 
     # Lifecycle.
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.NOT_STARTED)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runs import events, views
+from runs import compare, events, telemetry_views, views
 
 urlpatterns = [
     path("experiments/", views.experiment_list, name="experiment_list"),
@@ -15,4 +15,8 @@ urlpatterns = [
     path("runs/<int:run_id>/files/<path:path>", views.run_file, name="run_file"),
     path("runs/<int:run_id>/snapshot/file/", views.snapshot_file, name="snapshot_file"),
     path("runs/<int:run_id>/snapshot.zip", views.snapshot_zip, name="snapshot_zip"),
+    path("runs/<int:run_id>/metrics/", telemetry_views.run_metrics, name="run_metrics"),
+    path("runs/<int:run_id>/metrics/<int:series_id>/data/", telemetry_views.series_data, name="series_data"),
+    path("runs/<int:run_id>/images/<int:entry_id>/", telemetry_views.run_image, name="run_image"),
+    path("experiments/<str:name>/compare/", compare.compare_runs, name="compare_runs"),
 ]

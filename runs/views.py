@@ -8,13 +8,12 @@ import zipfile
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
-from django.db.models import Count
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from runs import logs, snapshots, storage
+from runs import logs, runs_table, snapshots, storage
 from runs.downloads import file_response
 from runs.forms import ArchiveForm, ExperimentListForm, RunFilterForm, SubmitRunForm
 from runs.models import Experiment, Run, RunStatus
@@ -64,31 +63,43 @@ def experiment_list(request, workspace: str):
 @require_GET
 @login_required
 def experiment_detail(request, workspace: str, name: str):
+    """The experiment's top-level runs (see runs/runs_table.py); `?children_of=<id>` gives a run's child rows."""
     access = get_workspace_for_user(request, workspace)
     experiment = get_object_or_404(Experiment, workspace=access.workspace, name=name)
-    query = _valid_query(RunFilterForm, request)
-    runs = Run.objects.filter(experiment=experiment).select_related("compute_target")
-    if query["status"]:
-        runs = runs.filter(status=query["status"])
-    page, newer, older = _keyset_page(runs, before=query["before"], after=query["after"])
-    counts = dict(
-        Run.objects.filter(experiment=experiment).values_list("status").annotate(n=Count("id")).values_list("status", "n")
-    )
-    context = {
-        "access": access,
-        "workspace": access.workspace,
-        "experiment": experiment,
-        "runs": page,
-        "newer": newer,
-        "older": older,
-        "status_filter": query["status"],
-        "status_choices": RunStatus.choices,
-        "status_counts": counts,
-        "total_runs": sum(counts.values()),
-    }
-    template = "runs/experiment_detail.html"
-    if request.htmx and request.htmx.target == "runs-table":
-        template += "#runs-table"
+    metric_names = runs_table.scalar_metric_names(experiment)
+    form = RunFilterForm(request.GET, metric_names=metric_names)
+    if not form.is_valid():
+        return HttpResponseBadRequest(form.error_message(), content_type="text/plain; charset=utf-8")
+    query = form.cleaned_data
+    table = runs_table.Table.from_query(query, form.filters, metric_names)
+    context = {"access": access, "workspace": access.workspace, "experiment": experiment, "table": table}
+    if query["children_of"] is not None:
+        parent = get_object_or_404(Run, experiment=experiment, pk=query["children_of"])
+        context["runs"], context["child_total"] = runs_table.children(parent)
+        context["parent"] = parent
+        template = "runs/_runs_table.html#child-rows"
+    else:
+        try:
+            page = runs_table.page(
+                experiment, sort=query["sort"], filters=form.filters, size=PAGE_SIZE,
+                below=query["below"] if query["before"] is None else query["before"],
+                above=query["above"] if query["after"] is None else query["after"],
+            )
+        except runs_table.TableError as exc:
+            return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+        counts = runs_table.status_counts(experiment)
+        context.update(
+            runs=page.runs,
+            pager=table.pager(page),
+            metric_names=metric_names,
+            status_filter=query["status"],
+            status_links=table.status_links(counts, RunStatus.choices),
+        )
+        template = "runs/experiment_detail.html"
+        if request.htmx and request.htmx.target == "runs-table":
+            template += "#runs-table"
+    runs_table.attach_metric_cells(context["runs"], table.columns)
+    runs_table.attach_child_counts(context["runs"])
     return render(request, template, context)
 
 

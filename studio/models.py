@@ -85,6 +85,7 @@ class ComputeTarget(models.Model):
 
     class Kind(models.TextChoices):
         LOCAL = "local", "Local process"
+        DOCKER = "docker", "Docker engine"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="compute_targets")
     name = models.CharField(max_length=64, validators=[NAME_VALIDATOR])
@@ -93,6 +94,20 @@ class ComputeTarget(models.Model):
         max_length=1024,
         blank=True,
         help_text="Interpreter for runs on this target (a user-managed environment). Empty: the worker's own.",
+    )
+    # Docker targets ------------------------------------------------------------------------------------------------
+    docker_url = models.CharField(
+        max_length=512, blank=True, help_text="unix:///var/run/docker.sock, tcp://host:2376 (with TLS) or ssh://user@host"
+    )
+    tls_ca_cert = models.TextField(blank=True, help_text="PEM CA certificate of a tcp:// engine.")
+    tls_client_cert = models.TextField(blank=True, help_text="PEM client certificate for a tcp:// engine.")
+    tls_client_key_encrypted = models.TextField(blank=True)
+    cpu_limit = models.FloatField(null=True, blank=True, help_text="CPU cores a run may use.")
+    memory_limit_mb = models.PositiveIntegerField(null=True, blank=True, help_text="Memory a run may use, in MB.")
+    gpus = models.CharField(max_length=16, blank=True, help_text="'all', a number of GPUs, or empty for none.")
+    shm_size_mb = models.PositiveIntegerField(null=True, blank=True, help_text="Size of /dev/shm in MB.")
+    callback_url = models.CharField(
+        max_length=512, blank=True, help_text="The studio's URL as containers see it (default: STUDIO_CONTAINER_API_URL)."
     )
     queue = models.CharField(
         max_length=64,

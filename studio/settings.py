@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "template_partials",
     "studio",
     "runs",
+    "environments",
 ]
 
 MIDDLEWARE = [
@@ -171,6 +172,20 @@ CELERY_BEAT_SCHEDULE = {
     "reap-lost-runs": {"task": "runs.tasks.reap_lost_runs", "schedule": 30.0},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Environments and image builds. Settings needed behind a proxy or without a public registry.
+STUDIO_BUILD_DEFAULT_BASE_IMAGE = env_str("STUDIO_BUILD_DEFAULT_BASE_IMAGE", "python:3.11-slim")
+STUDIO_BUILD_PIP_INDEX_URL = env_str("STUDIO_BUILD_PIP_INDEX_URL", "")
+STUDIO_BUILD_PIP_EXTRA_INDEX_URL = env_str("STUDIO_BUILD_PIP_EXTRA_INDEX_URL", "")
+# A CA bundle copied into every build (PIP_CERT points at it), e.g. /etc/ssl/certs/ca-certificates.crt.
+STUDIO_BUILD_CA_BUNDLE = env_str("STUDIO_BUILD_CA_BUNDLE", "")
+STUDIO_BUILD_NETWORK = env_str("STUDIO_BUILD_NETWORK", "")  # e.g. "host" when builds must use the host's proxy
+STUDIO_BUILD_DOCKER_URL = env_str("STUDIO_BUILD_DOCKER_URL", "")  # empty: DOCKER_HOST or the local socket
+STUDIO_BUILD_TIMEOUT_SECONDS = env_int("STUDIO_BUILD_TIMEOUT_SECONDS", 3600, minimum=60)
+# The studio's URL as a container sees it (for the SDK inside Docker runs): host gateway on Linux.
+STUDIO_CONTAINER_API_URL = env_str("STUDIO_CONTAINER_API_URL", "http://host.docker.internal:8000")
+# Fernet key for secrets at rest (registry passwords, TLS keys); derived from the secret key when empty.
+STUDIO_ENCRYPTION_KEY = env_str("STUDIO_ENCRYPTION_KEY", "")
 
 # Snapshots.
 STUDIO_SNAPSHOT_MAX_BYTES = env_int("STUDIO_SNAPSHOT_MAX_BYTES", 300 * 1024 * 1024, minimum=1)

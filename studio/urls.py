@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from studio import views
+from studio import compute_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -13,6 +13,12 @@ urlpatterns = [
     path("w/<slug:workspace>/", views.dashboard, name="dashboard"),
     path("w/<slug:workspace>/members/", views.members, name="members"),
     path("w/<slug:workspace>/members/<int:membership_id>/remove/", views.remove_member, name="remove_member"),
+    path("w/<slug:workspace>/compute/", compute_views.compute_list, name="compute_list"),
+    path("w/<slug:workspace>/compute/new/", compute_views.compute_edit, name="compute_new"),
+    path("w/<slug:workspace>/compute/<int:target_id>/edit/", compute_views.compute_edit, name="compute_edit"),
+    path("w/<slug:workspace>/compute/<int:target_id>/test/", compute_views.compute_test, name="compute_test"),
+    path("w/<slug:workspace>/compute/<int:target_id>/delete/", compute_views.compute_delete, name="compute_delete"),
+    path("w/<slug:workspace>/environments/", include("environments.urls")),
     path("w/<slug:workspace>/", include("runs.urls")),
     path("api/v1/runs/<int:run_id>/", include("runs.api_urls")),
 ]

@@ -49,6 +49,14 @@ def data_dir(settings, tmp_path):
     return settings.DATA_DIR
 
 
+@pytest.fixture(autouse=True)
+def fresh_redis(studio_services):
+    """Run ids are reused across tests (rolled back), so their Redis streams must not outlive a test."""
+    from studio.redis_client import get_redis
+
+    get_redis().flushdb()
+
+
 @pytest.fixture
 def redis_client(studio_services):
     from studio.redis_client import get_redis

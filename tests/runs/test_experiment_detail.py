@@ -117,7 +117,11 @@ def test_it_says_so_when_the_experiment_has_no_runs(client, cast, workspace):
     assert "No runs in this experiment yet." in text(client.get("/w/lab/experiments/empty/"))
 
 
-@pytest.mark.parametrize("query", [{"status": "Bogus"}, {"before": "abc"}, {"before": "0"}, {"after": "-1"}])
+@pytest.mark.parametrize(
+    "query",
+    [{"status": "Bogus"}, {"before": "abc"}, {"before": "0"}, {"after": "-1"}, {"before": "5", "after": "3"},
+     {"sort": "nothing"}, {"tag": "no spaces allowed"}, {"range": "loss:1:0"}, {"children_of": "-1"}],
+)
 def test_it_answers_400_for_a_bad_query(client, cast, run, query):
     login(client, cast["alice"])
     assert client.get(URL, query).status_code == 400
@@ -180,3 +184,24 @@ def test_an_htmx_request_for_another_target_gets_the_whole_page(client, cast, ru
     login(client, cast["alice"])
     response = client.get(URL, headers={"HX-Request": "true", "HX-Target": "main"})
     assert "<html" in response.content.decode()
+
+
+def test_child_runs_are_listed_under_their_parent_not_at_the_top_level(client, cast, run):
+    child = run.create_child("fold 1")
+    login(client, cast["bob"])
+    response = client.get(URL)
+    assert shown_run_ids(response) == [run.pk]
+    assert "All (1)" in text(response) and "Running (" not in text(response)
+    assert f'hx-get="/w/lab/experiments/mnist/?children_of={run.pk}' in response.content.decode()
+    assert shown_run_ids(client.get(URL, {"children_of": run.pk})) == [child.pk]
+
+
+def test_sorted_pages_use_below_and_above_links(client, cast, run):
+    add_runs(run, 60)
+    login(client, cast["alice"])
+    first = client.get(URL, {"sort": "status"})
+    assert pager_link(first, "Next →").startswith("?sort=status&below=")
+    second = client.get(URL + pager_link(first, "Next →"))
+    assert len(shown_run_ids(first)) == PAGE_SIZE and len(shown_run_ids(second)) == 11
+    assert pager_link(second, "← Previous").startswith("?sort=status&above=")
+    assert shown_run_ids(client.get(URL + pager_link(second, "← Previous"))) == shown_run_ids(first)

@@ -1,0 +1,133 @@
+"""Experiment page server time with 100,000 runs of 5 metrics each, sorted by a metric, with 5 metric columns.
+
+    .venv/bin/python bench/experiment_metrics_page.py [--runs 100000] [--repeat 20] [--keep]
+
+Uses a throwaway SQLite database (WAL) and Django's test client in-process, so the figure is server time. The
+MetricSeries rows are made directly with bulk_create (random last values, no chunks: the page reads none).
+Target: every metric-sorted page (ascending and descending, first page and a page half-way down) under 300 ms,
+judged on the max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = ["accuracy", "loss", "lr", "val_accuracy", "val_loss"]
+TARGET_MS = 300.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (and its database)")
+    args = parser.parse_args()
+    print(f"$ .venv/bin/python bench/experiment_metrics_page.py --runs {args.runs} --repeat {args.repeat}")
+    tmp = Path(tempfile.mkdtemp(prefix="studio-bench-"))
+    try:
+        run_bench(args, tmp)
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_bench(args, tmp: Path) -> None:
+    os.environ.update({"STUDIO_DATA_DIR": str(tmp), "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
+                       "DJANGO_SETTINGS_MODULE": "studio.settings", "STUDIO_LOG_LEVEL": "WARNING"})
+    sys.path.insert(0, str(ROOT))
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from runs import snapshots
+    from runs.models import Experiment, MetricKind, MetricSeries, Run, RunStatus
+    from studio.models import Workspace
+
+    user = get_user_model().objects.create_user("bench", password="x")
+    workspace = Workspace.create_with_owner("bench", user)
+    experiment = Experiment.objects.create(workspace=workspace, name="big")
+    snapshot = snapshots.stage_upload(SimpleUploadedFile("t.py", b"print(1)\n")).commit(workspace, user)
+    target = workspace.compute_targets.get()
+    statuses = [RunStatus.COMPLETED] * 8 + [RunStatus.FAILED, RunStatus.CANCELED]
+    started = time.perf_counter()
+    now = timezone.now()
+    rng = random.Random(1)
+    Run.objects.bulk_create(
+        (Run(workspace=workspace, experiment=experiment, snapshot=snapshot, entry_script="t.py", compute_target=target,
+             status=statuses[i % len(statuses)], started_at=now, ended_at=now, tags={"i": str(i)})
+         for i in range(args.runs)),
+        batch_size=5000,
+    )
+    run_ids = list(Run.objects.filter(experiment=experiment).values_list("id", flat=True))
+    MetricSeries.objects.bulk_create(
+        (MetricSeries(run_id=run_id, experiment=experiment, name=name, kind=MetricKind.SCALAR, count=100,
+                      last_value=rng.random(), last_step=99)
+         for run_id in run_ids for name in METRICS),
+        batch_size=5000,
+    )
+    print(f"created {len(run_ids)} runs and {len(run_ids) * len(METRICS)} metric series "
+          f"in {time.perf_counter() - started:.1f} s")
+
+    def half_way(descending: bool) -> int:
+        """The run half-way down the list sorted by loss: the next page starts below it."""
+        order = "-last_value" if descending else "last_value"
+        series = MetricSeries.objects.filter(experiment=experiment, name="loss").order_by(order, "-run_id" if descending else "run_id")
+        return series.values_list("run_id", flat=True)[len(run_ids) // 2]
+
+    client = Client()
+    client.force_login(user)
+    url = "/w/bench/experiments/big/"
+    columns = "&".join(f"metric={name}" for name in METRICS)
+    cases = {
+        "sort=metric:loss, first page": (f"{url}?sort=metric:loss&{columns}", True),
+        "sort=-metric:loss, first page": (f"{url}?sort=-metric:loss&{columns}", True),
+        "sort=metric:loss, page half-way down": (f"{url}?sort=metric:loss&{columns}&below={half_way(False)}", True),
+        "sort=-metric:loss, page half-way down": (f"{url}?sort=-metric:loss&{columns}&below={half_way(True)}", True),
+        "sort=metric:loss + status=Failed": (f"{url}?sort=metric:loss&status=Failed&{columns}", True),
+        "sort=metric:loss + range=accuracy:0.5:": (f"{url}?sort=metric:loss&range=accuracy:0.5:&{columns}", True),
+        "default order (newest first), 5 columns": (f"{url}?{columns}", False),
+        "sort=-started": (f"{url}?sort=-started&{columns}", False),
+        "sort=-duration": (f"{url}?sort=-duration&{columns}", False),
+        "htmx table only, sort=metric:loss": (f"{url}?sort=metric:loss&{columns}", False),
+    }
+    print(f"{'page':45} {'median ms':>10} {'max ms':>8} {'queries':>8}")
+    worst = 0.0
+    for name, (path, judged) in cases.items():
+        headers = {"HX-Request": "true", "HX-Target": "runs-table"} if name.startswith("htmx") else {}
+        times = []
+        for _ in range(args.repeat):
+            with CaptureQueriesContext(connection) as queries:
+                t0 = time.perf_counter()
+                response = client.get(path, headers=headers)
+                times.append((time.perf_counter() - t0) * 1000)
+            assert response.status_code == 200, (response.status_code, response.content[:300])
+            assert response.content.count(b'class="select-run"') == 50
+        if judged:
+            worst = max(worst, max(times))
+        mark = " *" if judged else ""
+        print(f"{name + mark:45} {statistics.median(times):10.1f} {max(times):8.1f} {len(queries):8d}")
+    verdict = "PASS" if worst < TARGET_MS else "FAIL"
+    print(f"* judged: worst {worst:.1f} ms; target every metric-sorted page < {TARGET_MS:.0f} ms: {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""Metric logging throughput: 100,000 `run.log("loss", value)` calls through the studio's SDK, against MLflow.
+
+A throwaway studio (Redis, migrated SQLite, uvicorn; no Celery worker: the run is made through the ORM and moved
+Queued -> Preparing -> Starting -> Running here, with a run token from `runs.tokens.issue`). A child process (the
+studio's interpreter, PYTHONPATH=sdk, the run context in STUDIO_RUN_ID / STUDIO_API_URL / STUDIO_RUN_TOKEN) times
+the log calls plus the final `run.flush()` with `time.perf_counter`; afterwards the ORM must hold every point, with
+the values and steps in order. Target: under 2 s.
+
+Then the same points through MLflow (its own venv, bench/.mlflow-venv, from bench/requirements-mlflow.txt; made
+here when missing) against `mlflow server` with a SQLite backend in the temporary folder, started with MLflow's
+defaults. Three ways, each in its own MLflow run and child process, each timed from the first call to the last
+point being written, and each checked with `get_metric_history`:
+
+- `mlflow.log_metric("loss", value, step=i)`: MLflow's default, one HTTP request per call. When a 5,000-call probe
+  says 100,000 would take longer than --mlflow-sync-limit seconds, the figure is that probe extrapolated
+  linearly, and the output says so.
+- `mlflow.log_metric(..., synchronous=False)` plus `mlflow.flush_async_logging()`: MLflow's background batching.
+- `MlflowClient().log_batch(run_id, metrics=[...])` with 1,000 `Metric`s per call: MLflow's fastest path (the
+  `Metric` objects and their timestamps are made inside the timing, as the SDK takes a timestamp per point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _services  # noqa: E402
+from _services import services  # noqa: E402  (tests/services.py: free_port, wait_until, Service-like stop)
+
+TARGET_SECONDS = 2.0
+ROOT = _services.ROOT
+MLFLOW_VENV = ROOT / "bench" / ".mlflow-venv"
+MLFLOW_REQUIREMENTS = ROOT / "bench" / "requirements-mlflow.txt"
+PROBE_POINTS = 5_000
+BATCH = 1_000
+
+
+def value_of(i: int) -> float:
+    """The i-th logged value, computed the same way in the child and here (exact after the JSON round trip)."""
+    return 1.0 / (i + 1) + (i % 7) * 0.125
+
+
+# The child processes. Their values list is built before the clock starts.
+STUDIO_CHILD = """
+import json, sys, time
+from studio_sdk import Run
+n = int(sys.argv[1])
+values = [1.0 / (i + 1) + (i % 7) * 0.125 for i in range(n)]
+run = Run.get_context()
+assert not run.offline, "the SDK is offline: the run context did not reach it"
+log = run.log
+started = time.perf_counter()
+for value in values:
+    log("loss", value)
+logged = time.perf_counter()
+flushed = run.flush(timeout=600)
+done = time.perf_counter()
+print(json.dumps({"seconds": done - started, "log": logged - started, "flush": done - logged, "flushed": flushed}))
+"""
+
+MLFLOW_CHILD = """
+import json, sys, time
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+mode, n = sys.argv[1], int(sys.argv[2])
+values = [1.0 / (i + 1) + (i % 7) * 0.125 for i in range(n)]
+with mlflow.start_run() as active:
+    run_id = active.info.run_id
+    started = time.perf_counter()
+    if mode == "sync":
+        for i, value in enumerate(values):
+            mlflow.log_metric("loss", value, step=i)
+    elif mode == "async":
+        for i, value in enumerate(values):
+            mlflow.log_metric("loss", value, step=i, synchronous=False)
+        mlflow.flush_async_logging()
+    elif mode == "batch":
+        client = MlflowClient()
+        for start in range(0, n, BATCH):
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric("loss", values[i], now, i) for i in range(start, min(n, start + BATCH))])
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    seconds = time.perf_counter() - started
+history = MlflowClient().get_metric_history(run_id, "loss")
+ordered = sorted(history, key=lambda m: m.step)
+stored_ok = [m.step for m in ordered] == list(range(n)) and [m.value for m in ordered] == values
+print(json.dumps({"seconds": seconds, "stored": len(history), "stored_ok": stored_ok, "version": mlflow.__version__}))
+""".replace("BATCH", str(BATCH))
+
+
+class WebStack(_services.Stack):
+    """`_services.Stack` without the Celery worker: Redis, migrated SQLite, uvicorn, the bench user and workspace.
+
+    (Belongs in _services.py as an option; kept here because this bench may not edit that file.)
+    """
+
+    def _start(self) -> None:
+        base = self.base
+        data_dir = base / "data"
+        data_dir.mkdir()
+        redis_service, redis_url = services.start_redis(base / "redis")
+        self.services.append(redis_service)
+        env = services.service_env(
+            database_url=f"sqlite:///{base / 'bench.sqlite3'}", redis_url=redis_url, data_dir=data_dir
+        )
+        migrate = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+        if migrate.returncode != 0:
+            raise RuntimeError(f"manage.py migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
+        for key in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "STUDIO_REDIS_URL", "STUDIO_DATA_DIR"):
+            os.environ[key] = env[key]
+        import logging
+
+        import django
+
+        django.setup()
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        from django.contrib.auth import get_user_model
+
+        from studio.models import Workspace
+
+        self.user = get_user_model().objects.create_user(_services.USERNAME, password=_services.PASSWORD)
+        self.workspace = Workspace.create_with_owner(_services.WORKSPACE, self.user)
+        web, self.url = services.start_web(env, base)
+        self.services.append(web)
+        print(f"# services: redis {redis_url}, web {self.url} (no worker), data {base}", flush=True)
+
+    def running_run(self, experiment: str = "bench"):
+        """A Run made through the ORM and moved Queued -> Preparing -> Starting -> Running, as a worker would."""
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
+        from runs import snapshots
+        from runs.models import Experiment, Run, RunStatus
+
+        snapshot = snapshots.stage_upload(SimpleUploadedFile("bench.py", b"pass\n")).commit(self.workspace, self.user)
+        run = Run.objects.create(
+            workspace=self.workspace,
+            experiment=Experiment.objects.get_or_create(workspace=self.workspace, name=experiment)[0],
+            created_by=self.user,
+            snapshot=snapshot,
+            entry_script="bench.py",
+            compute_target=self.workspace.compute_targets.get(),
+            status=RunStatus.QUEUED,
+        )
+        steps = [
+            (RunStatus.PREPARING, RunStatus.QUEUED),
+            (RunStatus.STARTING, RunStatus.PREPARING),
+            (RunStatus.RUNNING, RunStatus.STARTING),
+        ]
+        for to, source in steps:
+            if not run.transition(to, from_states=(source,)):
+                raise RuntimeError(f"run {run.pk} did not move {source} -> {to}")
+        return run
+
+
+class ChildService:
+    """A long-running child process in its own session (so `_services._stop` can end its whole group), with the
+    `name`/`process`/`log()`/`stop()` of tests/services.Service but a working directory of our choosing."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path):
+        self.name = name
+        self.log_path = cwd / f"{name}.log"
+        self.process = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the studio's settings (Django is set up in here), plus `extra`."""
+    drop = ("STUDIO_", "DJANGO_", "DATABASE_URL", "MLFLOW_", "PYTHONPATH", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(extra)
+    return env
+
+
+def child_json(argv: list[str], env: dict[str, str], timeout: float) -> dict:
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[:3]} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"no result from {argv[:3]}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    if done.stderr.strip():
+        print("# child stderr: " + done.stderr.strip().replace("\n", "\n#   ")[:2000], flush=True)
+    return json.loads(lines[-1])
+
+
+# The studio ----------------------------------------------------------------------------------------------------
+def studio_once(stack: WebStack, points: int) -> tuple[dict, str]:
+    import numpy as np
+
+    from runs import tokens
+    from runs.metrics import Points
+    from runs.models import MetricChunk, MetricSeries
+
+    run = stack.running_run()
+    env = clean_env(
+        PYTHONPATH=str(ROOT / "sdk"),
+        STUDIO_RUN_ID=str(run.pk),
+        STUDIO_API_URL=stack.url,
+        STUDIO_RUN_TOKEN=tokens.issue(run),
+    )
+    result = child_json([sys.executable, "-c", STUDIO_CHILD, str(points)], env, timeout=900)
+
+    series = MetricSeries.objects.filter(run=run, name="loss").first()
+    count = series.count if series else 0
+    blobs = MetricChunk.objects.filter(series=series).order_by("seq").values_list("data", flat=True)
+    stored = Points.concat([Points.decode(blob) for blob in blobs])
+    expected = np.array([value_of(i) for i in range(points)], dtype=np.float64)
+    in_order = (
+        len(stored) == points
+        and np.array_equal(stored.values, expected)
+        and np.array_equal(stored.steps, np.arange(points, dtype=np.float64))
+    )
+    result.update(run=run.pk, count=count, chunk_points=len(stored), in_order=bool(in_order))
+    verdict = "yes" if in_order and count == points else "NO"
+    return result, verdict
+
+
+# MLflow --------------------------------------------------------------------------------------------------------
+def mlflow_python() -> Path:
+    """The MLflow venv's interpreter; the venv is made (and the pinned MLflow installed) when it is missing."""
+    python = MLFLOW_VENV / "bin" / "python"
+    pinned = next(
+        line.strip() for line in MLFLOW_REQUIREMENTS.read_text().splitlines() if line.strip().startswith("mlflow==")
+    )
+    check = [str(python), "-c", "import importlib.metadata as m; print('mlflow==' + m.version('mlflow'))"]
+    if python.exists() and subprocess.run(check, capture_output=True, text=True).stdout.strip() == pinned:
+        return python
+    print(f"# installing {pinned} into {MLFLOW_VENV.relative_to(ROOT)} (first run only; about a minute)", flush=True)
+    venv.EnvBuilder(with_pip=True, clear=False).create(MLFLOW_VENV)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-r", str(MLFLOW_REQUIREMENTS)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return python
+
+
+def start_mlflow(stack: WebStack, python: Path) -> str:
+    folder = stack.base / "mlflow"
+    folder.mkdir()
+    port = services.free_port()
+    argv = [
+        str(python), "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination", str(folder / "artifacts"),
+    ]  # fmt: skip
+    server = ChildService("mlflow", argv, clean_env(), folder)
+    stack.services.append(server)  # stopped (with its worker processes) by the stack on the way out
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    def answers():
+        if server.process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited {server.process.returncode}:\n{server.log()}")
+        try:
+            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    started = time.monotonic()
+    try:
+        services.wait_until(answers, 180, "mlflow server to answer /health", interval=0.25)
+    except TimeoutError:
+        raise RuntimeError(f"mlflow server did not answer within 180 s:\n{server.log()}") from None
+    print(f"# mlflow server {url} answered after {time.monotonic() - started:.1f} s (MLflow's default workers)")
+    return url
+
+
+def mlflow_mode(python: Path, url: str, mode: str, points: int) -> dict:
+    env = clean_env(MLFLOW_TRACKING_URI=url)
+    return child_json([str(python), "-c", MLFLOW_CHILD, mode, str(points)], env, timeout=3600)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=1, help="studio measurements (a fresh run each); median judged")
+    parser.add_argument("--mlflow-sync-limit", type=float, default=600, metavar="SECONDS",
+                        help="extrapolate synchronous log_metric from a 5,000-call probe when the full count would "
+                        "take longer than this")  # fmt: skip
+    parser.add_argument("--no-mlflow", action="store_true", help="measure the studio only")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (service logs, databases)")
+    args = parser.parse_args()
+    print(_services.reproduce_line("sdk_logging.py", sys.argv[1:]), flush=True)
+    n = args.points
+    summary: list[str] = []
+
+    with WebStack(keep=args.keep) as stack:
+        studio_times = []
+        for attempt in range(args.repeat):
+            result, verdict = studio_once(stack, n)
+            studio_times.append(result["seconds"])
+            print(
+                f"# studio run {result['run']}: {result['seconds']:.3f} s (log calls {result['log']:.3f} s, "
+                f"flush {result['flush']:.3f} s, flush returned {result['flushed']}); series count {result['count']}, "
+                f"chunk points {result['chunk_points']}, values and steps in order: {verdict}",
+                flush=True,
+            )
+            if verdict != "yes":
+                raise RuntimeError(f"run {result['run']}: the studio did not store all {n} points in order")
+        studio = sorted(studio_times)[len(studio_times) // 2]
+        label = "" if args.repeat == 1 else f" (median of {args.repeat}: {', '.join(f'{t:.2f}' for t in studio_times)})"
+        summary.append(
+            f"studio SDK: {n:,} run.log() calls + run.flush() in {studio:.2f} s{label}; "
+            f"target < {TARGET_SECONDS:.0f} s: {'PASS' if studio < TARGET_SECONDS else 'FAIL'}"
+        )
+        summary.append(f"studio stored: {result['count']:,} of {n:,} points, values and steps in order: {verdict}")
+
+        if not args.no_mlflow:
+            python = mlflow_python()
+            url = start_mlflow(stack, python)
+            version = None
+
+            probe = mlflow_mode(python, url, "sync", min(PROBE_POINTS, n))
+            version = probe["version"]
+            estimate = probe["seconds"] * n / min(PROBE_POINTS, n)
+            print(f"# mlflow sync probe: {min(PROBE_POINTS, n):,} calls in {probe['seconds']:.2f} s "
+                  f"-> {estimate:.0f} s for {n:,}", flush=True)  # fmt: skip
+            if estimate > args.mlflow_sync_limit:
+                sync = {"seconds": estimate, "stored": probe["stored"], "stored_ok": probe["stored_ok"]}
+                sync_note = (
+                    f"EXTRAPOLATED linearly from {min(PROBE_POINTS, n):,} calls in {probe['seconds']:.2f} s "
+                    f"(> {args.mlflow_sync_limit:.0f} s limit), {probe['stored']:,} of those stored"
+                )
+            else:
+                sync = mlflow_mode(python, url, "sync", n)
+                sync_note = f"measured, {sync['stored']:,} stored"
+            modes = [
+                ("log_metric(step=i) synchronous (MLflow's default)", sync, sync_note),
+            ]
+            for mode, label in (
+                ("async", "log_metric(step=i, synchronous=False) + flush_async_logging()"),
+                ("batch", f"MlflowClient().log_batch, {BATCH:,} metrics per call"),
+            ):
+                measured = mlflow_mode(python, url, mode, n)
+                print(f"# mlflow {mode}: {measured['seconds']:.2f} s, stored {measured['stored']}", flush=True)
+                modes.append((label, measured, f"measured, {measured['stored']:,} stored"))
+            for label, measured, note in modes:
+                ok = "" if measured["stored_ok"] else "; NOT all stored in order"
+                summary.append(
+                    f"MLflow {version} {label}: {measured['seconds']:.2f} s for {n:,} points ({note}{ok}); "
+                    f"MLflow/studio = {measured['seconds'] / studio:.1f}x"
+                )
+
+    print("\n".join(summary))
+    return 0 if studio < TARGET_SECONDS and verdict == "yes" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Building environment images: a thin Celery task hands off to `ImageBuild`, which moves through named phases.
+
+One `EnvironmentImage` per definition hash. `ensure_image` asks for it (queueing a build on the `builds` queue when it
+is new); the claim `Queued -> Building` is a conditional update, so concurrent requests for one hash build once.
+A run waiting for its image builds it itself when it can claim it, else waits: a worker pool full of waiting runs
+never starves the build it waits for.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import socket
+import tarfile
+import time
+from pathlib import Path
+
+import docker
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from environments.models import BuildStatus, Environment, EnvironmentImage
+from runs import live
+
+logger = logging.getLogger(__name__)
+STEP = re.compile(r"^Step \d+/\d+ : ")
+
+
+class BuildError(Exception):
+    pass
+
+
+def stream_key(image_id: int) -> str:
+    return f"studio:build:{image_id}:events"
+
+
+def log_path(image: EnvironmentImage) -> Path:
+    return Path(settings.DATA_DIR) / "builds" / str(image.pk) / "build.log"
+
+
+def build_client() -> docker.DockerClient:
+    """The engine builds run on: STUDIO_BUILD_DOCKER_URL, else the environment's usual DOCKER_HOST or local socket."""
+    if settings.STUDIO_BUILD_DOCKER_URL:
+        return docker.DockerClient(base_url=settings.STUDIO_BUILD_DOCKER_URL, timeout=settings.STUDIO_BUILD_TIMEOUT_SECONDS)
+    return docker.from_env(timeout=settings.STUDIO_BUILD_TIMEOUT_SECONDS)
+
+
+def ensure_image(environment: Environment, *, enqueue: bool = True) -> EnvironmentImage | None:
+    """The image of the environment's definition; a new one is queued for building. None for user-managed."""
+    if not environment.needs_image:
+        return None
+    try:
+        with transaction.atomic():
+            image, created = EnvironmentImage.objects.get_or_create(definition_hash=environment.definition_hash)
+    except IntegrityError:  # another request created it at the same moment
+        image, created = EnvironmentImage.objects.get(definition_hash=environment.definition_hash), False
+    if created:
+        live.append_status(stream_key(image.pk), BuildStatus.QUEUED)
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue(image.pk))
+    return image
+
+
+def rebuild(image: EnvironmentImage) -> bool:
+    """Build again on purpose (e.g. to resolve unpinned packages anew)."""
+    if not image.transition(BuildStatus.QUEUED, from_states=(BuildStatus.SUCCEEDED, BuildStatus.FAILED),
+                            started_at=None, ended_at=None, failed_step="", error=""):
+        return False
+    live.append_status(stream_key(image.pk), BuildStatus.QUEUED)
+    transaction.on_commit(lambda: _enqueue(image.pk))
+    return True
+
+
+def _enqueue(image_id: int) -> None:
+    from environments.tasks import build_image
+
+    build_image.apply_async(args=[image_id], queue="builds")
+
+
+class ImageBuild:
+    """Phases: claim -> context -> build (log streamed live) -> inspect -> freeze."""
+
+    def __init__(self, image: EnvironmentImage):
+        self.image = image
+        self.environment = image.environments().order_by("pk").first()
+        self.key = stream_key(image.pk)
+        self.log = log_path(image)
+
+    def claim(self) -> bool:
+        return self.image.transition(
+            BuildStatus.BUILDING, from_states=(BuildStatus.QUEUED,), started_at=timezone.now(),
+            worker=f"{socket.gethostname()}:{os.getpid()}", build_count=self.image.build_count + 1,
+        )
+
+    def run(self) -> None:
+        live.append_status(self.key, BuildStatus.BUILDING)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        step, lines = "", []
+        try:
+            if self.environment is None:
+                raise BuildError("No environment uses this definition any more.")
+            definition = self.environment.definition()
+            dockerfile = definition.dockerfile(ca_bundle=bool(settings.STUDIO_BUILD_CA_BUNDLE))
+            EnvironmentImage.objects.filter(pk=self.image.pk).update(dockerfile=dockerfile)
+            client = build_client()
+            auth = self.environment.registry_auth()
+            if auth:
+                client.login(**auth)
+            with open(self.log, "w", encoding="utf-8") as log:
+                for line in self._build(client, dockerfile, definition.all_pip_packages):
+                    if STEP.match(line):
+                        step, lines = line, []
+                    lines.append(line)
+                    log.write(line + "\n")
+                    log.flush()
+            built = client.images.get(self.image.name)
+            frozen = client.containers.run(self.image.name, ["cat", "/opt/studio/venv/frozen.txt"], remove=True,
+                                           network_disabled=True)
+        except (BuildError, docker.errors.DockerException, OSError) as error:
+            self._fail(step, lines, error)
+            return
+        self.image.transition(
+            BuildStatus.SUCCEEDED, from_states=(BuildStatus.BUILDING,), ended_at=timezone.now(),
+            image_id=built.id, size_bytes=built.attrs.get("Size") or 0, image_created=built.attrs.get("Created", ""),
+            resolved_packages=frozen.decode("utf-8", "replace"),
+        )
+        live.append_status(self.key, BuildStatus.SUCCEEDED)
+
+    def _build(self, client, dockerfile: str, packages: list[str]):
+        """Yield the build's output lines as they come; raise BuildError at the first error."""
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as archive:
+            _add(archive, "Dockerfile", dockerfile.encode())
+            _add(archive, "requirements.txt", ("\n".join(packages) + "\n").encode())
+            if settings.STUDIO_BUILD_CA_BUNDLE:
+                _add(archive, "studio-ca-bundle.crt", Path(settings.STUDIO_BUILD_CA_BUNDLE).read_bytes())
+        context.seek(0)
+        buildargs = {k: v for k, v in {"PIP_INDEX_URL": settings.STUDIO_BUILD_PIP_INDEX_URL,
+                                       "PIP_EXTRA_INDEX_URL": settings.STUDIO_BUILD_PIP_EXTRA_INDEX_URL}.items() if v}
+        stream = client.api.build(
+            fileobj=context, custom_context=True, tag=self.image.name, decode=True, rm=True, forcerm=True,
+            pull=False, buildargs=buildargs, network_mode=settings.STUDIO_BUILD_NETWORK or None,
+            labels={"studio.definition_hash": self.image.definition_hash},
+        )
+        pending: list[tuple[str, str]] = []
+        last_publish = time.monotonic()
+        for chunk in stream:
+            if "error" in chunk:
+                message = chunk.get("error", "").strip()
+                live.append_lines(self.key, [*pending, ("err", message)])
+                yield message
+                raise BuildError(message)
+            text = chunk.get("stream") or chunk.get("status") or ""
+            for line in text.splitlines():
+                clean = live.clean_line(line.encode())
+                if clean.strip():
+                    pending.append(("out", clean))
+                    yield clean
+            if pending and (len(pending) > 50 or time.monotonic() - last_publish > 0.1):
+                live.append_lines(self.key, pending)
+                pending, last_publish = [], time.monotonic()
+        live.append_lines(self.key, pending)
+
+    def _fail(self, step: str, lines: list[str], error: Exception) -> None:
+        tail = "\n".join(lines[-30:])
+        self.image.transition(
+            BuildStatus.FAILED, from_states=(BuildStatus.BUILDING,), ended_at=timezone.now(),
+            failed_step=step, error=f"{error}\n{tail}".strip()[:20_000],
+        )
+        live.append_status(self.key, BuildStatus.FAILED)
+
+
+def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, 0
+    archive.addfile(info, io.BytesIO(data))
+
+
+def build(image_id: int) -> str:
+    image = EnvironmentImage.objects.filter(pk=image_id).first()
+    if image is None:
+        return "no such image"
+    job = ImageBuild(image)
+    if not job.claim():
+        return f"not claimed: {image.status}"
+    job.run()
+    return image.status
+
+
+def image_present(image: EnvironmentImage, client) -> bool:
+    try:
+        client.images.get(image.name)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def build_or_wait(image: EnvironmentImage, *, stop_check, poll_seconds: float = 0.5) -> EnvironmentImage:
+    """Return the image once built (building it here when nobody else is); raise BuildError when it failed.
+
+    `stop_check()` returns a reason to stop waiting (a cancel) or None.
+    """
+    while True:
+        image.refresh_from_db()
+        if image.status == BuildStatus.QUEUED:
+            build(image.pk)
+            continue
+        if image.status == BuildStatus.SUCCEEDED:
+            return image
+        if image.status == BuildStatus.FAILED:
+            step = f" at {image.failed_step}" if image.failed_step else ""
+            raise BuildError(f"The environment's image failed to build{step}: see the build log.")
+        reason = stop_check()
+        if reason:
+            raise InterruptedError(reason)
+        time.sleep(poll_seconds)

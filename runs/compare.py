@@ -1,0 +1,254 @@
+"""Comparing 2 to 10 runs of one experiment: their metrics overlaid, how their configurations differ, and a
+parallel-coordinates chart of their numeric arguments against a final metric.
+
+GET `experiments/<name>/compare/?run=<id>&run=<id>[&metric=<name>...][&target=<name>]`. Any member may look.
+Chart data comes from `metrics.read_scalars` (the same min/max-preserving downsampling as the run page, at most
+CHART_POINTS points per series) and is embedded in the page as JSON; the browser draws it with Plotly.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpResponseBadRequest, HttpResponseNotFound
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
+
+from runs.metrics import read_scalars
+from runs.models import Experiment, MetricKind, MetricSeries, Run
+from studio.access import get_workspace_for_user
+
+MIN_RUNS = 2
+MAX_RUNS = 10
+MAX_METRICS = 8
+DEFAULT_METRICS = 4
+SYSTEM_PREFIX = "sys/"
+# One colour per run, the same in every chart and in the table (Plotly's default colourway).
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+class CompareForm(forms.Form):
+    """The compare page's query string. `run` and `metric` repeat; run ids keep their order, repeats dropped."""
+
+    run = forms.Field(widget=forms.MultipleHiddenInput)
+    metric = forms.Field(required=False, widget=forms.MultipleHiddenInput)
+    target = forms.CharField(required=False, max_length=255)
+
+    def clean_run(self) -> list[int]:
+        ids = []
+        for text in self.cleaned_data["run"]:
+            try:
+                run_id = int(text)
+            except ValueError:
+                raise ValidationError(f"{text[:40]!r} is not a run id (a whole number).") from None
+            if run_id < 1:
+                raise ValidationError(f"{run_id} is not a run id.")
+            ids.append(run_id)
+        ids = list(dict.fromkeys(ids))
+        if not MIN_RUNS <= len(ids) <= MAX_RUNS:
+            raise ValidationError(f"Choose {MIN_RUNS} to {MAX_RUNS} different runs to compare (got {len(ids)}).")
+        return ids
+
+    def clean_metric(self) -> list[str] | None:
+        names = list(dict.fromkeys(name for name in self.cleaned_data["metric"] or [] if name))
+        if len(names) > MAX_METRICS:
+            raise ValidationError(f"Choose at most {MAX_METRICS} metrics.")
+        return names or None
+
+    def error_message(self) -> str:
+        return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())
+
+
+# --- Reading the runs' arguments ------------------------------------------------------------------------------
+
+
+def parse_options(arguments: list[str]) -> dict[str, str]:
+    """`--name value` and `--name=value` pairs from a run's argument list, in order; a `--flag` with no value
+    (followed by another option or by nothing) maps to "". Other arguments are left out (they show in the
+    "Arguments" row)."""
+    options: dict[str, str] = {}
+    index = 0
+    while index < len(arguments):
+        token = arguments[index]
+        index += 1
+        if not token.startswith("--") or token == "--":
+            continue
+        name, sep, value = token.partition("=")
+        if not sep:
+            following = arguments[index] if index < len(arguments) else None
+            if following is not None and not following.startswith("--"):
+                value = following
+                index += 1
+        options[name] = value
+    return options
+
+
+def as_number(text: str | None) -> float | None:
+    """The value as a finite float, or None when it is not one."""
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+# --- The page's parts -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConfigRow:
+    """One setting across the runs: `values` holds one string per run, None where the run does not set it."""
+
+    label: str
+    values: list[str | None]
+    group: str = ""
+
+    @property
+    def differs(self) -> bool:
+        return len(set(self.values)) > 1
+
+
+def config_rows(runs: list[Run]) -> list[ConfigRow]:
+    """Every setting of the runs, differing ones first (in the order below), then identical ones."""
+    rows = [
+        ConfigRow("Display name", [run.display_name or None for run in runs]),
+        ConfigRow("Entry script", [run.entry_script for run in runs]),
+        ConfigRow("Compute target", [run.compute_target.name for run in runs]),
+        ConfigRow("Maximum duration", [f"{run.max_duration_seconds} s" if run.max_duration_seconds else "no limit" for run in runs]),
+        ConfigRow("Arguments", [shlex.join(run.arguments) if run.arguments else "none" for run in runs]),
+    ]
+    options = [parse_options(run.arguments) for run in runs]
+    for name in _union(options):
+        rows.append(ConfigRow(name, [found.get(name) for found in options], "argument"))
+    for name in _union([run.env_vars for run in runs]):
+        rows.append(ConfigRow(name, [run.env_vars.get(name) for run in runs], "environment variable"))
+    for name in _union([run.tags for run in runs]):
+        rows.append(ConfigRow(name, [run.tags.get(name) for run in runs], "tag"))
+    return [row for row in rows if row.differs] + [row for row in rows if not row.differs]
+
+
+def _union(mappings: list[dict]) -> list[str]:
+    return sorted(set().union(*mappings))
+
+
+def _finite_or_none(values) -> list[float | None]:
+    return [value if math.isfinite(value) else None for value in values.tolist()]
+
+
+def chart_data(runs: list[Run], series: dict[tuple[int, str], MetricSeries], metrics: list[str]) -> list[dict]:
+    """One chart per metric with one trace per run that logged it: steps and values, downsampled."""
+    charts = []
+    for name in metrics:
+        traces = []
+        for run in runs:
+            found = series.get((run.pk, name))
+            if found is None:
+                continue
+            points, total = read_scalars(found)
+            traces.append({"run": run.pk, "x": _finite_or_none(points.steps), "y": _finite_or_none(points.values),
+                           "points": total})
+        charts.append({"metric": name, "traces": traces})
+    return charts
+
+
+def parcoords_data(runs: list[Run], series: dict[tuple[int, str], MetricSeries], target: str | None) -> dict:
+    """Numeric arguments of the runs against the target metric's last value, one line per run that has both.
+
+    An argument becomes a dimension when it is a number in every such run; the others are listed in `left_out`.
+    """
+    lines = runs
+    notes = []
+    if target:
+        lines = [run for run in runs if _last_value(series.get((run.pk, target))) is not None]
+        missing = [run for run in runs if run not in lines]
+        if missing:
+            notes.append(f"No final {target} for {', '.join(_label(run) for run in missing)}: left out.")
+    options = {run.pk: parse_options(run.arguments) for run in lines}
+    dimensions, left_out = [], []
+    for name in _union(list(options.values())):
+        numbers = [as_number(options[run.pk].get(name)) for run in lines]
+        if lines and all(number is not None for number in numbers):
+            dimensions.append({"label": name, "values": numbers})
+        elif any(number is not None for number in numbers):
+            left_out.append(name)
+    if left_out:
+        notes.append(f"Not a number in every run: {', '.join(left_out)}.")
+    color = [_last_value(series.get((run.pk, target))) for run in lines] if target else []
+    if target and lines:
+        dimensions.append({"label": target, "values": color})
+    return {"target": target or "", "runs": [run.pk for run in lines], "dimensions": dimensions, "color": color,
+            "numeric_arguments": len(dimensions) - (1 if target and lines else 0), "notes": notes}
+
+
+def _last_value(found: MetricSeries | None) -> float | None:
+    return None if found is None else found.last_value
+
+
+def _label(run: Run) -> str:
+    return f"{run.title} #{run.pk}" if run.display_name else run.title
+
+
+def default_metrics(names_per_run: list[set[str]]) -> list[str]:
+    """Up to DEFAULT_METRICS metrics every run logged, alphabetically, system metrics only if nothing else."""
+    common = sorted(set.intersection(*names_per_run)) if names_per_run else []
+    chosen = [name for name in common if not name.startswith(SYSTEM_PREFIX)] or common
+    return chosen[:DEFAULT_METRICS]
+
+
+# --- The view -------------------------------------------------------------------------------------------------
+
+
+def _plain(response_class, message: str):
+    return response_class(message, content_type="text/plain; charset=utf-8")
+
+
+@require_GET
+@login_required
+def compare_runs(request, workspace: str, name: str):
+    access = get_workspace_for_user(request, workspace)
+    experiment = get_object_or_404(Experiment, workspace=access.workspace, name=name)
+    form = CompareForm(request.GET)
+    if not form.is_valid():
+        return _plain(HttpResponseBadRequest, form.error_message())
+    ids = form.cleaned_data["run"]
+    by_id = Run.objects.filter(experiment=experiment).select_related("compute_target").in_bulk(ids)
+    unknown = [str(run_id) for run_id in ids if run_id not in by_id]
+    if unknown:
+        return _plain(HttpResponseNotFound, f"No run {', '.join(unknown)} in experiment {experiment.name}: "
+                                            "compare runs of the same experiment.")
+    runs = [by_id[run_id] for run_id in ids]
+    scalars = MetricSeries.objects.filter(run__in=ids, kind=MetricKind.SCALAR).order_by("name")
+    series = {(found.run_id, found.name): found for found in scalars}
+    names_per_run = [{metric for run_id, metric in series if run_id == run.pk} for run in runs]
+    all_names = sorted(set().union(*names_per_run))
+    metrics = form.cleaned_data["metric"] or default_metrics(names_per_run)
+    target = form.cleaned_data["target"] or (metrics[0] if metrics else "")
+    unknown = [metric for metric in [*metrics, target] if metric and metric not in all_names]
+    if unknown:
+        return _plain(HttpResponseBadRequest, f"None of these runs logged a scalar metric named {unknown[0]!r}; "
+                                              f"their metrics: {', '.join(all_names) or 'none'}.")
+    colors = {run.pk: COLORS[index % len(COLORS)] for index, run in enumerate(runs)}
+    data = {
+        "runs": [{"id": run.pk, "label": _label(run), "color": colors[run.pk]} for run in runs],
+        "charts": chart_data(runs, series, metrics),
+        "parcoords": parcoords_data(runs, series, target),
+    }
+    rows = config_rows(runs)
+    context = {
+        "access": access,
+        "workspace": access.workspace,
+        "experiment": experiment,
+        "runs": [(run, colors[run.pk]) for run in runs],
+        "metric_choices": [(metric, sum(metric in names for names in names_per_run)) for metric in all_names],
+        "metrics": metrics,
+        "target": target,
+        "differing": [row for row in rows if row.differs],
+        "identical": [row for row in rows if not row.differs],
+        "data": data,
+    }
+    return render(request, "runs/compare.html", context)

@@ -1,0 +1,41 @@
+// The compare page's charts, drawn with Plotly from the JSON the server embedded (#compare-data):
+// one line chart per metric (a trace per run, each run in its own colour) and a parallel-coordinates chart.
+(function () {
+  "use strict";
+  const source = document.getElementById("compare-data");
+  if (!source || !window.Plotly) return;
+  const data = JSON.parse(source.textContent);
+  const runs = new Map(data.runs.map((run) => [run.id, run]));
+  const config = { responsive: true, displaylogo: false };
+  const font = { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12 };
+
+  data.charts.forEach((chart, index) => {
+    const element = document.querySelector(`[data-chart="${index}"]`);
+    if (!element) return;
+    const traces = chart.traces.map((trace) => {
+      const run = runs.get(trace.run);
+      return {
+        type: "scatter", mode: "lines", name: run.label, x: trace.x, y: trace.y,
+        line: { color: run.color, width: 1.6 },
+        hovertemplate: `${run.label}<br>step %{x}<br>${chart.metric} %{y}<extra></extra>`,
+      };
+    });
+    Plotly.newPlot(element, traces, {
+      title: { text: chart.metric, font: { size: 14 } }, font,
+      margin: { l: 50, r: 10, t: 36, b: 36 }, height: 280,
+      xaxis: { title: { text: "step" } }, showlegend: false, hovermode: "closest",
+    }, config);
+  });
+
+  const parcoords = data.parcoords;
+  const element = document.getElementById("parcoords-chart");
+  if (element && parcoords.dimensions.length) {
+    const line = parcoords.color.length
+      ? { color: parcoords.color, colorscale: "Viridis", showscale: true, colorbar: { title: { text: parcoords.target } } }
+      : { color: "#2f5bea" };
+    Plotly.newPlot(element, [{
+      type: "parcoords", line,
+      dimensions: parcoords.dimensions.map((dimension) => ({ label: dimension.label, values: dimension.values })),
+    }], { font, margin: { l: 60, r: 60, t: 50, b: 30 }, height: 360 }, config);
+  }
+})();
