@@ -233,13 +233,14 @@ def _upload(request):
 
 
 def _image_format(upload) -> str:
-    head = upload.read(512)
+    """PNG and JPEG by their magic bytes; SVG when the text starts with markup and holds an <svg> element."""
+    head = upload.read(8192)
     upload.seek(0)
     for fmt, magic in IMAGE_TYPES.items():
         if head.startswith(magic):
             return fmt
-    text = head.lstrip().lower()
-    if text.startswith((b"<?xml", b"<svg")) and b"<svg" in head.lower() or text.startswith(b"<svg"):
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip().lower()
+    if text.startswith(b"<") and b"<svg" in text and b"\x00" not in text:
         return "svg"
     raise ApiError(400, "Images must be PNG, JPEG or SVG.")
 
@@ -253,9 +254,8 @@ def post_image(request, run: Run):
     fmt = _image_format(upload)
     with transaction.atomic():
         try:
-            series = metrics.MetricSeries.objects.filter(run=run, name=name).first()
-            seq = series.count if series else 0
-            relative = f"images/{_safe_segment(name)}/{seq}.{ 'jpg' if fmt == 'jpeg' else fmt}"
+            series = metrics.series_for(run, name, MetricKind.IMAGE)
+            relative = f"images/{series.pk}/{series.count}.{'jpg' if fmt == 'jpeg' else fmt}"
             metrics.append_entries(run, name, MetricKind.IMAGE, [{"file": relative, "format": fmt, "size": upload.size}])
         except metrics.MetricError as error:
             raise ApiError(400, str(error)) from None
@@ -265,10 +265,6 @@ def post_image(request, run: Run):
             for chunk in upload.chunks():
                 handle.write(chunk)
     return JsonResponse({"stored": relative}, status=201)
-
-
-def _safe_segment(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:100] or "_"
 
 
 def _output_path(name: str) -> str:

@@ -84,12 +84,14 @@ def downsample_indices(values: np.ndarray, n_out: int) -> np.ndarray:
     if len(finite_index):
         keep.append(finite_index[[np.argmin(values[finite_index]), np.argmax(values[finite_index])]])
     nonfinite_index = np.flatnonzero(~finite)
+    if len(nonfinite_index) > MAX_NONFINITE_MARKERS:  # evenly spread over the series, first and last included
+        nonfinite_index = nonfinite_index[np.linspace(0, len(nonfinite_index) - 1, MAX_NONFINITE_MARKERS).astype(int)]
     if len(nonfinite_index):
-        keep.append(nonfinite_index[:MAX_NONFINITE_MARKERS])
+        keep.append(nonfinite_index)
     return np.unique(np.concatenate(keep))
 
 
-def _series(run: Run, name: str, kind: str, description: str = "") -> MetricSeries:
+def series_for(run: Run, name: str, kind: str, description: str = "") -> MetricSeries:
     series, created = MetricSeries.objects.get_or_create(
         run=run, name=name, defaults={"kind": kind, "experiment_id": run.experiment_id, "description": description[:1024]}
     )
@@ -106,7 +108,7 @@ def append_scalars(run: Run, name: str, points: list[tuple[float | None, float, 
     if not points:
         return 0
     with transaction.atomic():
-        series = _series(run, name, MetricKind.SCALAR, description)
+        series = series_for(run, name, MetricKind.SCALAR, description)
         series = MetricSeries.objects.select_for_update().get(pk=series.pk)
         start = series.count
         steps = np.array(
@@ -167,7 +169,7 @@ def read_scalars(series: MetricSeries, max_points: int = CHART_POINTS) -> tuple[
 
 def append_entries(run: Run, name: str, kind: str, items: list) -> int:
     with transaction.atomic():
-        series = _series(run, name, kind)
+        series = series_for(run, name, kind)
         series = MetricSeries.objects.select_for_update().get(pk=series.pk)
         MetricEntry.objects.bulk_create(
             MetricEntry(series=series, seq=series.count + i, data=item) for i, item in enumerate(items)

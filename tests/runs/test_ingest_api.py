@@ -233,3 +233,17 @@ def test_reading_a_write_route_is_refused(client, running, route):
     run, token = running
     response = client.get(f"/api/v1/runs/{run.pk}/{route}", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 405 and response["Allow"] == "POST"
+
+
+def test_images_of_similar_names_never_overwrite_each_other(client, running):
+    run, token = running
+    assert upload(client, run.pk, "images", token, "plots/roc", "a.png", PNG + b"first").status_code == 201
+    assert upload(client, run.pk, "images", token, "plots_roc", "b.png", PNG + b"second").status_code == 201
+    stored = {e.series.name: (storage.run_dir(run.pk) / e.data["file"]).read_bytes() for e in MetricEntry.objects.select_related("series")}
+    assert stored == {"plots/roc": PNG + b"first", "plots_roc": PNG + b"second"}
+
+
+def test_an_svg_with_a_prolog_is_an_image(client, running):
+    run, token = running
+    svg = b'<?xml version="1.0"?>\n<!-- made by hand -->\n<!DOCTYPE svg>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>'
+    assert upload(client, run.pk, "images", token, "vec", "v.svg", svg).status_code == 201
