@@ -125,7 +125,7 @@ def start(args: argparse.Namespace) -> None:
         manage("migrate", "--noinput", env=env)
         manage("bootstrap", env=env)
         celery = [PY, "-m", "celery", "-A", "studio"]
-        procs.append(subprocess.Popen([*celery, "worker", "-Q", "studio,local", "-n", "local@%h",
+        procs.append(subprocess.Popen([*celery, "worker", "-Q", "studio,local,builds", "-n", "local@%h",
                                        "-c", str(args.concurrency), "--loglevel", "INFO"], env=env, cwd=ROOT))
         procs.append(subprocess.Popen([*celery, "beat", "--loglevel", "INFO",
                                        "-s", str(data_dir / "celerybeat-schedule")], env=env, cwd=ROOT))

@@ -126,6 +126,19 @@ class Environment(models.Model):
             self.save()
         return self
 
+    @classmethod
+    def anonymous_for(cls, workspace: Workspace, packages: str, user) -> Environment:
+        """The workspace's unlisted environment for a run's inline packages, found again by its hash."""
+        candidate = cls(workspace=workspace, kind=EnvironmentKind.SYSTEM_MANAGED, anonymous=True,
+                        python_packages=packages, created_by=user)
+        definition_hash = candidate.definition().hash()
+        existing = cls.objects.filter(workspace=workspace, anonymous=True, definition_hash=definition_hash).first()
+        if existing is not None:
+            return existing
+        candidate.name = f"anonymous-{definition_hash[:16]}"
+        candidate.base_image = settings.STUDIO_BUILD_DEFAULT_BASE_IMAGE
+        return candidate.save_new_version()
+
     def history(self) -> EnvironmentQuerySet:
         return Environment.objects.filter(workspace=self.workspace, name=self.name).order_by("-version")
 

@@ -157,18 +157,20 @@ def chart_data(runs: list[Run], series: dict[tuple[int, str], MetricSeries], met
 
 
 def parcoords_data(runs: list[Run], series: dict[tuple[int, str], MetricSeries], target: str | None) -> dict:
-    """Numeric arguments of the runs against the target metric's last value, one line per run that has both.
-
-    An argument becomes a dimension when it is a number in every such run; the others are listed in `left_out`.
+    """Numeric arguments of the runs against the target metric's last value: one line per run with a final value
+    of the target and at least one numeric argument (a child run often has none); an argument becomes a dimension
+    when it is a number in every such run. `notes` say what was left out and why.
     """
-    lines = runs
     notes = []
+    options = {run.pk: parse_options(run.arguments) for run in runs}
+    lines = [run for run in runs if any(as_number(value) is not None for value in options[run.pk].values())]
+    if len(lines) < len(runs):
+        notes.append(f"Left out, no numeric arguments: {', '.join(_label(run) for run in runs if run not in lines)}.")
     if target:
-        lines = [run for run in runs if _last_value(series.get((run.pk, target))) is not None]
-        missing = [run for run in runs if run not in lines]
+        missing = [run for run in lines if _last_value(series.get((run.pk, target))) is None]
         if missing:
-            notes.append(f"No final {target} for {', '.join(_label(run) for run in missing)}: left out.")
-    options = {run.pk: parse_options(run.arguments) for run in lines}
+            notes.append(f"Left out, no final {target}: {', '.join(_label(run) for run in missing)}.")
+        lines = [run for run in lines if run not in missing]
     dimensions, left_out = [], []
     for name in _union(list(options.values())):
         numbers = [as_number(options[run.pk].get(name)) for run in lines]
@@ -177,7 +179,7 @@ def parcoords_data(runs: list[Run], series: dict[tuple[int, str], MetricSeries],
         elif any(number is not None for number in numbers):
             left_out.append(name)
     if left_out:
-        notes.append(f"Not a number in every run: {', '.join(left_out)}.")
+        notes.append(f"Not a number in every run, so not plotted: {', '.join(left_out)}.")
     color = [_last_value(series.get((run.pk, target))) for run in lines] if target else []
     if target and lines:
         dimensions.append({"label": target, "values": color})

@@ -23,9 +23,15 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from environments import builds, venvs
+from environments.definition import VENV
+from environments.models import EnvironmentKind
 from runs import live, snapshots, storage, sysmetrics, tokens
-from runs.compute import driver_for
-from runs.models import ACTIVE_STATES, Run, RunStatus
+from runs.compute import LaunchSpec, Placement, driver_for
+from runs.compute import docker as docker_compute
+from runs.models import ACTIVE_STATES, FINAL_STATES, Run, RunStatus
+from studio.docker_engine import client_for
+from studio.models import ComputeTarget
 
 logger = logging.getLogger(__name__)
 
@@ -149,23 +155,45 @@ class RunExecution:
         snapshots.materialize(self.run.snapshot, self.workdir)
         for name in ("outputs", "logs", ".tmp"):
             (self.workdir / name).mkdir(exist_ok=True)
-        if settings.STUDIO_LOCAL_RUN_USER:
+        if settings.STUDIO_LOCAL_RUN_USER and not self.in_container:
             give_to_user(self.workdir, settings.STUDIO_LOCAL_RUN_USER)
+        self.placement = self.place()
+
+    @property
+    def in_container(self) -> bool:
+        return self.run.compute_target.kind == ComputeTarget.Kind.DOCKER
+
+    def place(self) -> Placement:
+        """Which interpreter (and, on Docker, which image) runs the script; builds or makes what is missing."""
+        target, environment = self.run.compute_target, self.run.environment
+        if not self.in_container:
+            if environment is None or environment.kind == EnvironmentKind.USER_MANAGED:
+                interpreter = (environment.interpreter_path if environment else "") or target.python_path
+                return Placement(python=interpreter or settings.STUDIO_LOCAL_PYTHON)
+            return Placement(python=venvs.ensure_venv(environment))
+        if environment is None or environment.kind == EnvironmentKind.USER_MANAGED:
+            image = (environment.base_image if environment else "") or settings.STUDIO_BUILD_DEFAULT_BASE_IMAGE
+            return Placement(python=(environment.interpreter_path if environment else "") or "python3", image=image)
+        image = builds.build_or_wait(builds.ensure_image(environment, enqueue=False), stop_check=self._cancel_reason)
+        return Placement(python=f"{VENV}/bin/python", image=image.name)
 
     def environment(self) -> dict[str, str]:
-        """A scrubbed environment: the user's variables and the run context, nothing of the studio's own."""
-        python = self.python()
-        env = {
-            "PATH": f"{Path(python).parent}:{SAFE_PATH}",
-            "HOME": str(self.workdir),
-            "TMPDIR": str(self.workdir / ".tmp"),
-            "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
+        """A scrubbed environment: the environment's and the user's variables and the run context, nothing of the
+        studio's own."""
+        if self.in_container:
+            env = {"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                   "HOME": docker_compute.WORKSPACE, "TMPDIR": "/tmp"}
+            sdk_path = docker_compute.SDK_DIR
+            api_url = self.run.compute_target.callback_url or settings.STUDIO_CONTAINER_API_URL
+        else:
+            env = {"PATH": f"{Path(self.placement.python).parent}:{SAFE_PATH}", "HOME": str(self.workdir),
+                   "TMPDIR": str(self.workdir / ".tmp")}
+            sdk_path = str(settings.STUDIO_SDK_PATH)
+            api_url = settings.STUDIO_PUBLIC_URL
+        env.update({"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+        if self.run.environment is not None:
+            env.update(self.run.environment.env_vars)
         env.update(self.run.env_vars)
-        sdk_path = str(settings.STUDIO_SDK_PATH)
         env["PYTHONPATH"] = f"{sdk_path}:{env['PYTHONPATH']}" if env.get("PYTHONPATH") else sdk_path
         env.update(
             {
@@ -173,25 +201,32 @@ class RunExecution:
                 "STUDIO_RUN_TOKEN": tokens.issue(self.run),
                 "STUDIO_EXPERIMENT": self.run.experiment.name,
                 "STUDIO_WORKSPACE": self.run.workspace.name,
-                "STUDIO_API_URL": settings.STUDIO_PUBLIC_URL,
+                "STUDIO_API_URL": api_url,
             }
         )
         return env
 
-    def python(self) -> str:
-        return self.run.compute_target.python_path or settings.STUDIO_LOCAL_PYTHON
+    def resources(self) -> dict:
+        target = self.run.compute_target
+        limits = {"cpu_limit": target.cpu_limit, "memory_limit_mb": target.memory_limit_mb, "gpus": target.gpus,
+                  "shm_size_mb": target.shm_size_mb}
+        limits.update({k: v for k, v in (self.run.resources or {}).items() if v not in (None, "")})
+        return limits
 
     # Phase 3 and 4 -----------------------------------------------------------------------
     def launch_and_watch(self) -> None:
         if not self.run.transition(RunStatus.STARTING, from_states=(RunStatus.PREPARING,)):
             return
         sink = ConsoleSink(self.run.pk, self.rundir / storage.CONSOLE_LOG)
-        argv = [self.python(), self.run.entry_script, *self.run.arguments]
+        argv = [self.placement.python, self.run.entry_script, *self.run.arguments]
+        spec = LaunchSpec(run_id=self.run.pk, image=self.placement.image, sdk_path=settings.STUDIO_SDK_PATH,
+                          resources=self.resources())
+        process = None
         try:
             try:
                 process = driver_for(self.run.compute_target).launch(
                     argv=argv, workdir=self.workdir, env=self.environment(), sink=sink,
-                    user=settings.STUDIO_LOCAL_RUN_USER,
+                    user="" if self.in_container else settings.STUDIO_LOCAL_RUN_USER, spec=spec,
                 )
             except OSError as exc:
                 self.run.transition(
@@ -201,9 +236,14 @@ class RunExecution:
             self.run.transition(RunStatus.RUNNING, from_states=(RunStatus.STARTING,))
             stop_reason = self.watch(process)
             exit_code = process.wait()
+            if hasattr(process, "copy_out"):
+                process.copy_out(self.workdir)
         finally:
             sink.close()
-        self.finalize(exit_code, stop_reason, sink)
+            if process is not None and hasattr(process, "remove"):
+                process.remove()
+        oom = getattr(process, "oom_killed", False)
+        self.finalize(exit_code, stop_reason, sink, oom_killed=oom)
 
     def watch(self, process) -> str | None:
         """Heartbeat until the process ends; stop it on a cancel request or when the time limit is reached.
@@ -214,7 +254,7 @@ class RunExecution:
         limit = self.run.max_duration_seconds
         heartbeat_every = settings.STUDIO_RUN_HEARTBEAT_SECONDS
         sample_every = settings.STUDIO_SYSTEM_METRICS_SECONDS
-        sampler = sysmetrics.ProcessTreeSampler(process.pid)
+        sampler = process if hasattr(process, "sample") else sysmetrics.ProcessTreeSampler(process.pid)
         sampler.sample()  # primes CPU accounting
         next_heartbeat, next_sample = 0.0, started + min(1.0, sample_every)
         while process.poll() is None:
@@ -249,7 +289,7 @@ class RunExecution:
             return "Canceled by user." if requested else None
 
     # Phase 5 -----------------------------------------------------------------------------
-    def finalize(self, exit_code: int, stop_reason: str | None, sink: ConsoleSink) -> None:
+    def finalize(self, exit_code: int, stop_reason: str | None, sink: ConsoleSink, *, oom_killed: bool = False) -> None:
         self.run.transition(RunStatus.FINALIZING, from_states=(RunStatus.RUNNING, RunStatus.NOT_RESPONDING))
         collect_note = collect_outputs(self.workdir, self.rundir)
         reported_failure = Run.objects.filter(pk=self.run.pk).values_list("reported_failure", flat=True).first()
@@ -260,7 +300,7 @@ class RunExecution:
         elif exit_code == 0:
             status, reason = RunStatus.COMPLETED, ""
         else:
-            status, reason = RunStatus.FAILED, failure_reason(exit_code, list(sink.stderr_tail))
+            status, reason = RunStatus.FAILED, failure_reason(exit_code, list(sink.stderr_tail), oom_killed=oom_killed)
         if collect_note:
             reason = f"{reason}\n{collect_note}".strip()
         self.run.end_with_descendants(status, reason, exit_code=exit_code)
@@ -275,8 +315,12 @@ def give_to_user(root: Path, user: str) -> None:
             os.chown(os.path.join(dirpath, name), record.pw_uid, record.pw_gid, follow_symlinks=False)
 
 
-def failure_reason(exit_code: int, stderr_tail: list[str]) -> str:
-    if exit_code < 0:
+def failure_reason(exit_code: int, stderr_tail: list[str], *, oom_killed: bool = False) -> str:
+    if oom_killed:
+        head = f"Killed: out of memory (exit code {exit_code}); raise the memory limit or use less."
+    elif exit_code == 137:
+        head = "Killed (exit code 137): out of memory or time."
+    elif exit_code < 0:
         try:
             name = signal.Signals(-exit_code).name
         except ValueError:
@@ -322,7 +366,11 @@ def collect_outputs(workdir: Path, rundir: Path) -> str:
 
 
 def execute_run(run_id: int) -> str:
-    run = Run.objects.select_related("experiment", "workspace", "compute_target", "snapshot").filter(pk=run_id).first()
+    run = (
+        Run.objects.select_related("experiment", "workspace", "compute_target", "snapshot", "environment")
+        .filter(pk=run_id)
+        .first()
+    )
     if run is None:
         return "no such run"
     execution = RunExecution(run)
@@ -330,6 +378,21 @@ def execute_run(run_id: int) -> str:
         return f"not claimed: run is {run.status}"
     execution.execute()
     return run.status
+
+
+def remove_finished_containers() -> int:
+    """Containers of runs that ended (a worker died before removing them), on every Docker target."""
+    removed = 0
+    for target in ComputeTarget.objects.filter(kind=ComputeTarget.Kind.DOCKER):
+        try:
+            client = client_for(target)
+            labelled = {int(c.labels["studio.run"]) for c in client.containers.list(all=True, filters={"label": "studio.run"})
+                        if c.labels.get("studio.run", "").isdigit()}
+            finished = set(Run.objects.filter(pk__in=labelled, status__in=FINAL_STATES).values_list("pk", flat=True))
+            removed += docker_compute.remove_finished_containers(client, finished)
+        except Exception:  # one unreachable engine must not stop the clean-up of the others
+            logger.warning("Could not clean up containers on target %s", target.pk, exc_info=True)
+    return removed
 
 
 def reap_lost_runs() -> int:

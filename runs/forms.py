@@ -111,9 +111,25 @@ class SubmitRunForm(forms.Form):
     )
     display_name = forms.CharField(max_length=255, required=False)
     tags = forms.CharField(required=False, max_length=65536, widget=forms.Textarea(attrs={"rows": 2}), help_text="key=value per line.")
+    environment = forms.CharField(
+        required=False, max_length=300, widget=forms.TextInput(attrs={"list": "environment-names", "autocomplete": "off"}),
+        help_text="NAME (latest version) or NAME:VERSION. Empty: the compute target's own Python.",
+    )
+    packages = forms.CharField(
+        label="Python packages", required=False, max_length=65536, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Instead of a named environment: pip requirements, one per line (an environment is made for them).",
+    )
+    cpu_limit = forms.FloatField(label="CPU cores", required=False, min_value=0.01, max_value=1024,
+                                 help_text="Docker targets: overrides the target's limit for this run.")
+    memory_limit_mb = forms.IntegerField(label="Memory (MB)", required=False, min_value=6, max_value=10_000_000,
+                                         help_text="Docker targets: overrides the target's limit for this run.")
+    gpus = forms.RegexField(regex=r"^(all|[1-9][0-9]{0,2})$", label="GPUs", required=False, max_length=4,
+                            help_text="Docker targets: 'all' or a number.",
+                            error_messages={"invalid": "Write 'all' or a number of GPUs."})
 
     def __init__(self, *args, workspace, **kwargs):
         super().__init__(*args, **kwargs)
+        self.workspace = workspace
         self.fields["compute_target"].queryset = ComputeTarget.objects.filter(workspace=workspace)
         self.staged: snapshots.StagedSnapshot | None = None
 
@@ -126,12 +142,41 @@ class SubmitRunForm(forms.Form):
     def clean_tags(self) -> dict[str, str]:
         return parse_tags(self.cleaned_data["tags"])
 
+    def clean_environment(self):
+        from environments.models import Environment
+
+        text = self.cleaned_data["environment"].strip()
+        if not text:
+            return None
+        name, _, version = text.partition(":")
+        candidates = Environment.objects.visible_to(self.workspace).filter(name=name)
+        if version and version != "latest":
+            if not version.isdigit():
+                raise ValidationError("Write NAME or NAME:VERSION, e.g. Studio-sklearn or my-env:2.")
+            found = candidates.filter(version=int(version)).first()
+        else:
+            found = candidates.order_by("-version").first()
+        if found is None:
+            raise ValidationError(f"There is no environment {text!r} in this workspace.")
+        return found
+
+    def clean_packages(self) -> str:
+        from environments.definition import package_lines
+
+        return "\n".join(package_lines(self.cleaned_data["packages"]))
+
+    def resources(self) -> dict:
+        data = self.cleaned_data
+        return {key: data[key] for key in ("cpu_limit", "memory_limit_mb", "gpus") if data.get(key) not in (None, "")}
+
     def clean_entry_script(self) -> str:
         value = self.cleaned_data["entry_script"]
         return normalize_entry_script(value) if value.strip() else ""
 
     def clean(self):
         cleaned = super().clean()
+        if cleaned.get("environment") and cleaned.get("packages"):
+            self.add_error("packages", "Choose a named environment or list packages, not both.")
         upload = cleaned.get("source")
         if upload is None:
             return cleaned

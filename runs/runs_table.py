@@ -165,8 +165,11 @@ class MetricRange:
         return found
 
     def __str__(self) -> str:
-        def text(bound):
-            return "" if bound is None else f"{bound:g}"
+        def text(bound):  # the shortest text that reads back as the same float
+            if bound is None:
+                return ""
+            shown = repr(bound)
+            return shown[:-2] if shown.endswith(".0") else shown
 
         return f"{self.name}:{text(self.low)}:{text(self.high)}"
 

@@ -27,8 +27,18 @@ def submit_run(
     max_duration_seconds: int | None = None,
     display_name: str = "",
     tags: dict[str, str] | None = None,
+    environment=None,
+    packages: str = "",
+    resources: dict | None = None,
 ) -> Run:
+    """Create the run as Queued and enqueue it after commit. Inline `packages` make an anonymous environment
+    (found again by its hash); on a Docker target a managed environment's image starts building now."""
+    from environments import builds
+    from environments.models import Environment
+
     with transaction.atomic():
+        if packages:
+            environment = Environment.anonymous_for(workspace, packages, user)
         experiment, _ = Experiment.objects.get_or_create(
             workspace=workspace, name=experiment_name, defaults={"created_by": user}
         )
@@ -45,8 +55,12 @@ def submit_run(
             max_duration_seconds=max_duration_seconds,
             display_name=display_name,
             tags=tags or {},
+            environment=environment,
+            resources=resources or {},
             status=RunStatus.QUEUED,
         )
+        if environment is not None and compute_target.kind == ComputeTarget.Kind.DOCKER:
+            builds.ensure_image(environment)
         RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
         transaction.on_commit(lambda: enqueue(run))
     return run

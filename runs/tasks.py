@@ -14,3 +14,8 @@ def execute_run(run_id: int) -> str:
 @shared_task(name="runs.tasks.reap_lost_runs", soft_time_limit=50, time_limit=60)
 def reap_lost_runs() -> int:
     return execution.reap_lost_runs()
+
+
+@shared_task(name="runs.tasks.remove_finished_containers", soft_time_limit=110, time_limit=120)
+def remove_finished_containers() -> int:
+    return execution.remove_finished_containers()

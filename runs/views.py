@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
+from environments.models import Environment
 from runs import logs, runs_table, snapshots, storage
 from runs.downloads import file_response
 from runs.forms import ArchiveForm, ExperimentListForm, RunFilterForm, SubmitRunForm
@@ -157,6 +158,9 @@ def run_submit(request, workspace: str):
                     max_duration_seconds=data["max_duration_seconds"],
                     display_name=data["display_name"],
                     tags=data["tags"],
+                    environment=data["environment"],
+                    packages=data["packages"],
+                    resources=form.resources(),
                 )
                 return redirect("run_detail", workspace=workspace, run_id=run.pk)
         finally:
@@ -165,7 +169,16 @@ def run_submit(request, workspace: str):
     return render(
         request,
         "runs/run_submit.html",
-        {"access": access, "workspace": access.workspace, "form": form, "experiment_names": experiments},
+        {
+            "access": access,
+            "workspace": access.workspace,
+            "form": form,
+            "experiment_names": experiments,
+            "environment_names": Environment.objects.visible_to(access.workspace)
+            .order_by("name")
+            .values_list("name", flat=True)
+            .distinct(),
+        },
         status=400 if form.errors else 200,
     )
 

@@ -156,8 +156,10 @@ def _tls_config(target, tls_dir: Path) -> TLSConfig:
     has_cert, has_key = bool(target.tls_client_cert.strip()), bool(target.tls_client_key_encrypted)
     if has_cert != has_key:
         missing = "key" if has_cert else "certificate"
-        raise EngineError(f"{target.name} has a TLS client {'certificate' if has_cert else 'key'} but no {missing}: "
-                          f"give both, or neither, on its edit page.")
+        raise EngineError(
+            f"{target.name} has a TLS client {'certificate' if has_cert else 'key'} but no {missing}: "
+            f"give both, or neither, on its edit page."
+        )
     if has_cert:
         try:
             key = decrypt(target.tls_client_key_encrypted)
@@ -223,8 +225,9 @@ def _reason(exc: Exception, url: str, timeout: float) -> str:
         if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
             if url.startswith("unix://"):
                 return f"Nothing is listening on {socket_path} (connection refused): is the engine running?"
+            address = f"{where.hostname}:{where.port}" if where.port else where.hostname
             return (
-                f"Cannot reach the Docker engine at {url}: connection refused on {where.hostname}:{where.port or 2375}. "
+                f"Cannot reach the Docker engine at {url}: connection refused on {address}. "
                 "Is the engine running and listening on that address and port?"
             )
     for cause in causes:
@@ -249,7 +252,12 @@ def _reason(exc: Exception, url: str, timeout: float) -> str:
             explanation = cause.explanation or str(cause)
             return f"The Docker engine at {url} refused the request (HTTP {status}): {explanation}"
     if url.startswith("ssh://"):
-        return f"Cannot connect to the Docker engine at {url} over ssh: {_first_line(exc)}"
+        login = f"{where.username}@{where.hostname}" if where.username else where.hostname
+        command = f"ssh -p {where.port} {login}" if where.port else f"ssh {login}"
+        return (
+            f"Cannot connect to the Docker engine at {url} over ssh ({_first_line(exc)}). Check that "
+            f"`{command} docker version` works for the user running Studio, without a password prompt."
+        )
     if isinstance(exc, DockerException):
         return f"Cannot use the Docker engine at {url}: {_first_line(exc)}"
     return f"Cannot reach the Docker engine at {url}: {type(exc).__name__}: {_first_line(exc)}"

@@ -34,7 +34,10 @@ if PRODUCTION:
 else:
     SECRET_KEY = env_str("STUDIO_SECRET_KEY", "") or read_or_create_secret(DATA_DIR / "secret_key")
 
-ALLOWED_HOSTS = env_list("STUDIO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+# host.docker.internal: how runs in containers on this machine reach the studio's API.
+ALLOWED_HOSTS = env_list(
+    "STUDIO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver", "host.docker.internal"]
+)
 CSRF_TRUSTED_ORIGINS = env_list("STUDIO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -170,6 +173,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 12 * 3600}
 CELERY_BEAT_SCHEDULE = {
     "reap-lost-runs": {"task": "runs.tasks.reap_lost_runs", "schedule": 30.0},
+    "remove-finished-containers": {"task": "runs.tasks.remove_finished_containers", "schedule": 60.0},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 

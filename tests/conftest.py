@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import html
 import io
+import os
 import zipfile
 from pathlib import Path
 from urllib.parse import quote
@@ -26,6 +27,9 @@ from studio.models import Membership, Role, Workspace
 from tests import services
 
 PASSWORD = "correct-horse-battery-staple"
+# The base image Docker tests build on (made by .ci/run with debootstrap when missing), and the CA bundle builds use.
+TEST_BASE_IMAGE = os.environ.get("STUDIO_TEST_BASE_IMAGE", "studio/base-python:bookworm")
+TEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt" if os.path.exists("/etc/ssl/certs/ca-certificates.crt") else ""
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,6 +40,8 @@ def studio_services(tmp_path_factory):
     django_settings.STUDIO_REDIS_URL = url
     django_settings.DATA_DIR = base / "data"
     django_settings.STUDIO_WORK_DIR = base / "data" / "work"
+    django_settings.STUDIO_BUILD_DEFAULT_BASE_IMAGE = TEST_BASE_IMAGE
+    django_settings.STUDIO_BUILD_CA_BUNDLE = TEST_CA_BUNDLE
     celery_app.conf.CELERY_BROKER_URL = url  # the namespaced key is the one Celery reads here
     yield {"redis_url": url, "base": base, "data_dir": base / "data"}
     redis_service.stop()
@@ -158,6 +164,8 @@ def e2e_env(studio_services, django_db_setup, django_db_blocker):
         database_url=database_url, redis_url=studio_services["redis_url"], data_dir=studio_services["data_dir"]
     )
     env["STUDIO_SECRET_KEY"] = django_settings.SECRET_KEY  # sessions made by the tests are valid in the servers
+    env["STUDIO_BUILD_DEFAULT_BASE_IMAGE"] = TEST_BASE_IMAGE
+    env["STUDIO_BUILD_CA_BUNDLE"] = TEST_CA_BUNDLE
     return env
 
 

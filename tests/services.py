@@ -99,7 +99,7 @@ def service_env(*, database_url: str, redis_url: str, data_dir: Path, public_url
     return env
 
 
-def start_worker(env: dict[str, str], log_dir: Path, queues: str = "studio,local", concurrency: int = 2) -> Service:
+def start_worker(env: dict[str, str], log_dir: Path, queues: str = "studio,local,builds", concurrency: int = 2) -> Service:
     argv = [sys.executable, "-m", "celery", "-A", "studio", "worker", "-Q", queues, "-c", str(concurrency),
             "-n", f"test-{os.getpid()}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     service = Service("worker", argv, env, log_dir)
@@ -109,9 +109,10 @@ def start_worker(env: dict[str, str], log_dir: Path, queues: str = "studio,local
     return service
 
 
-def start_web(env: dict[str, str], log_dir: Path) -> tuple[Service, str]:
+def start_web(env: dict[str, str], log_dir: Path, host: str = "127.0.0.1") -> tuple[Service, str]:
+    """uvicorn on a free port; `host` 0.0.0.0 lets containers on this machine reach it through the host gateway."""
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "studio.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+    argv = [sys.executable, "-m", "uvicorn", "studio.asgi:application", "--host", host, "--port", str(port),
             "--timeout-graceful-shutdown", "1", "--log-level", "warning"]
     service = Service("web", argv, env, log_dir)
 

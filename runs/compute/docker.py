@@ -8,6 +8,7 @@ no Redis; the script reaches only the studio's API, at the target's callback URL
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tarfile
@@ -21,6 +22,8 @@ from studio.docker_engine import client_for
 WORKSPACE = "/workspace"
 SDK_DIR = "/opt/studio-sdk"
 READ_CHUNK = 64 * 1024
+CONTROL_TIMEOUT_SECONDS = 300
+STREAM_TIMEOUT_SECONDS = 30 * 24 * 3600  # the console and the wait last as long as the run
 
 
 def container_name(run_id: int) -> str:
@@ -56,8 +59,12 @@ class LineSplitter:
 
 
 class DockerProcess:
-    def __init__(self, client: docker.DockerClient, container):
+    """A run's container. `client` bounds every call by a timeout; `stream_client` has none, for the console and the
+    wait, which last as long as the run."""
+
+    def __init__(self, client: docker.DockerClient, container, stream_client: docker.DockerClient):
         self.client = client
+        self.stream_client = stream_client
         self.container = container
         self.exit_code: int | None = None
         self.oom_killed = False
@@ -66,17 +73,22 @@ class DockerProcess:
 
     pid = 0  # the process lives in the container; system metrics come from the engine's stats
 
-    def watch(self, sink) -> None:
-        reader = threading.Thread(target=self._read_console, args=(sink,), daemon=True)
+    def attach(self):
+        """Attach to the console before the container starts (attaching to one that already ended would block)."""
+        return self.stream_client.api.attach(
+            self.container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+        )
+
+    def watch(self, console, sink) -> None:
+        reader = threading.Thread(target=self._read_console, args=(console, sink), daemon=True)
         waiter = threading.Thread(target=self._wait, daemon=True)
         self._threads = [reader, waiter]
         reader.start()
         waiter.start()
 
-    def _read_console(self, sink) -> None:
+    def _read_console(self, console, sink) -> None:
         splitters = {"out": LineSplitter("out", sink), "err": LineSplitter("err", sink)}
-        stream = self.client.api.attach(self.container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True)
-        for out, err in stream:
+        for out, err in console:
             if out:
                 splitters["out"].feed(out)
             if err:
@@ -86,7 +98,7 @@ class DockerProcess:
 
     def _wait(self) -> None:
         try:
-            result = self.container.wait()
+            result = self.stream_client.api.wait(self.container.id)
             self.exit_code = int(result.get("StatusCode", -1))
             self.container.reload()
             self.oom_killed = bool(self.container.attrs.get("State", {}).get("OOMKilled"))
@@ -99,10 +111,8 @@ class DockerProcess:
         return self.exit_code if self._done.is_set() else None
 
     def terminate(self, grace_seconds: float) -> int:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self.container.stop(timeout=max(1, int(grace_seconds)))
-        except docker.errors.NotFound:
-            pass
         return self.wait()
 
     def wait(self) -> int:
@@ -136,10 +146,10 @@ class DockerProcess:
             extract_regular_files(b"".join(stream), workdir)
 
     def remove(self) -> None:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self.container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        self.client.close()
+        self.stream_client.close()
 
 
 def extract_regular_files(tar_bytes: bytes, dest: Path) -> None:
@@ -196,7 +206,7 @@ class DockerDriver:
 
     def launch(self, *, argv, workdir, env, sink, user="", spec=None) -> DockerProcess:
         """Start the run's container; `spec` carries run_id, image, sdk_path and resources."""
-        client = client_for(self.target)
+        client = client_for(self.target, timeout=CONTROL_TIMEOUT_SECONDS)
         name = container_name(spec.run_id)
         remove_stale(client, name)
         resources = spec.resources
@@ -221,22 +231,21 @@ class DockerDriver:
             count = -1 if gpus == "all" else int(gpus)
             kwargs["device_requests"] = [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
         container = client.containers.create(spec.image, command=argv, **kwargs)
-        process = DockerProcess(client, container)
+        process = DockerProcess(client, container, client_for(self.target, timeout=STREAM_TIMEOUT_SECONDS))
         try:
             container.put_archive("/", workspace_archive(workdir, spec.sdk_path))
+            console = process.attach()
             container.start()
         except docker.errors.DockerException:
             process.remove()
             raise
-        process.watch(sink)
+        process.watch(console, sink)
         return process
 
 
 def remove_stale(client, name: str) -> None:
-    try:
+    with contextlib.suppress(docker.errors.NotFound):
         client.containers.get(name).remove(force=True)
-    except docker.errors.NotFound:
-        pass
 
 
 def remove_finished_containers(client, finished_run_ids: set[int]) -> int:

@@ -48,7 +48,7 @@ class LocalProcess:
 
 
 class LocalProcessDriver:
-    def launch(self, *, argv: list[str], workdir: Path, env: dict[str, str], sink, user: str = "") -> LocalProcess:
+    def launch(self, *, argv: list[str], workdir: Path, env: dict[str, str], sink, user: str = "", spec=None) -> LocalProcess:
         """Start argv in workdir; with `user`, as that OS user (its own uid and group, no extra groups)."""
         identity = {}
         if user:

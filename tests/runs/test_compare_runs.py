@@ -185,12 +185,23 @@ def test_runs_without_the_target_or_a_numeric_value_are_left_out_with_a_note(cli
     response = client.get(URL, query(*pair, c, metric="loss"))
     parcoords = embedded(response)["parcoords"]
     assert parcoords["runs"] == [pair[0].pk, pair[1].pk]
-    assert "No final loss for no-metrics" in text(response)
+    assert "Left out, no final loss: no-metrics #" in text(response)
     d = make_run(workspace, cast["carol"], experiment="mnist", arguments=["--lr", "fast", "--epochs", "7"])
     append_scalars(d, "loss", [(None, 0.3, 0.0)])
     response = client.get(URL, query(*pair, d, metric="loss"))
     assert [dim["label"] for dim in embedded(response)["parcoords"]["dimensions"]] == ["--epochs", "loss"]
-    assert "Not a number in every run: --lr." in text(response)
+    assert "Not a number in every run, so not plotted: --lr." in text(response)
+
+
+def test_runs_without_any_numeric_argument_are_left_out_of_the_parallel_coordinates(client, cast, pair):
+    child = pair[0].create_child("fold 1")
+    append_scalars(child, "loss", [(None, 0.5, 0.0)])
+    login(client, cast["alice"])
+    response = client.get(URL, query(*pair, child, metric="loss"))
+    parcoords = embedded(response)["parcoords"]
+    assert parcoords["runs"] == [pair[0].pk, pair[1].pk]
+    assert [d["label"] for d in parcoords["dimensions"]] == ["--epochs", "--lr", "loss"]
+    assert "Left out, no numeric arguments: fold 1 #" in text(response)
 
 
 def test_the_page_draws_with_the_studios_own_plotly(client, cast, pair):

@@ -53,7 +53,7 @@ def _pem_key(key) -> str:
 
 
 def _certificate(subject: str, key, issuer_name, issuer_key, *, ca=False, ip=None) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -66,9 +66,17 @@ def _certificate(subject: str, key, issuer_name, issuer_key, *, ca=False, ip=Non
     )
     if ca:
         builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     else:
@@ -76,8 +84,9 @@ def _certificate(subject: str, key, issuer_name, issuer_key, *, ca=False, ip=Non
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
         )
     if ip:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-                                        critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False
+        )
     return builder.sign(issuer_key or key, hashes.SHA256())
 
 
@@ -98,8 +107,14 @@ def pki() -> Pki:
 
 # A fake engine over mutual TLS ---------------------------------------------------------------------------------------
 
-INFO = {"ServerVersion": "20.10.24", "OSType": "linux", "Architecture": "x86_64", "Images": 3, "NCPU": 2,
-        "MemTotal": 8_000_000_000}
+INFO = {
+    "ServerVersion": "20.10.24",
+    "OSType": "linux",
+    "Architecture": "x86_64",
+    "Images": 3,
+    "NCPU": 2,
+    "MemTotal": 8_000_000_000,
+}
 
 
 class _EngineHandler(BaseHTTPRequestHandler):
@@ -144,8 +159,12 @@ def tls_engine(pki, tmp_path):
 
 def docker_target(url: str, pki: Pki | None = None, **fields) -> ComputeTarget:
     if pki is not None:
-        fields = {"tls_ca_cert": pki.ca_cert, "tls_client_cert": pki.client_cert,
-                  "tls_client_key_encrypted": encrypt(pki.client_key), **fields}
+        fields = {
+            "tls_ca_cert": pki.ca_cert,
+            "tls_client_cert": pki.client_cert,
+            "tls_client_key_encrypted": encrypt(pki.client_key),
+            **fields,
+        }
     return ComputeTarget(name="remote", kind=ComputeTarget.Kind.DOCKER, docker_url=url, **fields)
 
 
@@ -217,8 +236,10 @@ def test_it_explains_a_tls_failure_without_the_key_and_leaves_no_files(pki, tls_
 def test_it_explains_a_client_certificate_the_engine_does_not_trust(pki, tls_engine, private_tmp):
     other = make_pki()
     target = docker_target(
-        f"tcp://127.0.0.1:{tls_engine.server_port}", pki,
-        tls_client_cert=other.client_cert, tls_client_key_encrypted=encrypt(other.client_key),
+        f"tcp://127.0.0.1:{tls_engine.server_port}",
+        pki,
+        tls_client_cert=other.client_cert,
+        tls_client_key_encrypted=encrypt(other.client_key),
     )
     with pytest.raises(EngineError) as caught:
         check_connection(target)
@@ -232,8 +253,9 @@ def test_it_explains_a_client_certificate_the_engine_does_not_trust(pki, tls_eng
 
 
 def test_it_explains_an_engine_that_wants_a_client_certificate(pki, tls_engine):
-    target = docker_target(f"tcp://127.0.0.1:{tls_engine.server_port}", pki, tls_client_cert="",
-                           tls_client_key_encrypted="")
+    target = docker_target(
+        f"tcp://127.0.0.1:{tls_engine.server_port}", pki, tls_client_cert="", tls_client_key_encrypted=""
+    )
     with pytest.raises(EngineError, match="the engine refused the client certificate"):
         check_connection(target)
 
@@ -260,7 +282,9 @@ def test_it_explains_an_unreachable_tcp_engine_quickly():
 
 
 def test_it_explains_a_missing_socket(tmp_path):
-    with pytest.raises(EngineError, match=f"There is no Docker socket at {tmp_path}/docker.sock: is the engine running"):
+    with pytest.raises(
+        EngineError, match=f"There is no Docker socket at {tmp_path}/docker.sock: is the engine running"
+    ):
         check_connection(docker_target(f"unix://{tmp_path}/docker.sock"))
 
 
@@ -351,3 +375,11 @@ def test_it_gives_a_working_client_for_the_local_engine(docker_engine):
         assert client.ping() is True
         assert client.api.timeout == 5
         assert client.tls_dir is None
+
+
+def test_it_explains_an_ssh_engine_it_cannot_reach():
+    with pytest.raises(EngineError) as caught:
+        check_connection(docker_target("ssh://nobody@127.0.0.1:1"), timeout=5)
+    message = str(caught.value)
+    assert message.startswith("Cannot connect to the Docker engine at ssh://nobody@127.0.0.1:1 over ssh (")
+    assert "`ssh -p 1 nobody@127.0.0.1 docker version` works for the user running Studio" in message
