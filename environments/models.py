@@ -93,6 +93,12 @@ class Environment(models.Model):
     def image_name(self) -> str:
         return definitions.image_name(self.definition_hash)
 
+    def image(self) -> EnvironmentImage | None:
+        """The image of this definition, once asked for (None for user-managed environments)."""
+        if not self.needs_image:
+            return None
+        return EnvironmentImage.objects.filter(definition_hash=self.definition_hash).first()
+
     @property
     def is_curated(self) -> bool:
         return self.kind == EnvironmentKind.CURATED

@@ -26,7 +26,7 @@ PAGE_SIZE = 50
 
 def _get_run(access, run_id: int) -> Run:
     return get_object_or_404(
-        Run.objects.select_related("experiment", "compute_target", "snapshot", "created_by"),
+        Run.objects.select_related("experiment", "compute_target", "snapshot", "created_by", "environment"),
         pk=run_id,
         workspace=access.workspace,
     )
@@ -188,7 +188,13 @@ def run_submit(request, workspace: str):
 def run_detail(request, workspace: str, run_id: int):
     access = get_workspace_for_user(request, workspace)
     run = _get_run(access, run_id)
-    context = {"access": access, "workspace": access.workspace, "run": run, "timeline": run.status_changes.all()}
+    context = {
+        "access": access,
+        "workspace": access.workspace,
+        "run": run,
+        "timeline": run.status_changes.all(),
+        "environment_image": run.environment.image() if run.environment else None,
+    }
     if request.htmx and request.GET.get("part") == "summary":
         response = render(request, "runs/run_detail.html#run-summary", context)
         if run.is_final:
