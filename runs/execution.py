@@ -141,6 +141,10 @@ class RunExecution:
                 self.run.transition(RunStatus.CANCELED, from_states=ACTIVE_STATES, reason=self._cancel_reason())
                 return
             self.launch_and_watch()
+        except InterruptedError as stop:  # canceled while waiting for its image
+            self.run.end_with_descendants(RunStatus.CANCELED, str(stop))
+        except (venvs.VenvError, builds.BuildError) as error:  # the environment could not be made: the user's to fix
+            self.run.end_with_descendants(RunStatus.FAILED, str(error))
         except Exception as exc:  # the run must end in a final state whatever went wrong here
             logger.exception("Run %s failed inside the studio", self.run.pk)
             self.run.end_with_descendants(RunStatus.FAILED, f"Studio error: {type(exc).__name__}: {exc}")

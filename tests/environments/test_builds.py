@@ -8,6 +8,7 @@ definitions carry a LABEL step of their own, so they never share an image with a
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import docker
@@ -50,18 +51,14 @@ def built_images(engine):
     names: set[str] = set()
     yield names
     for name in names - {BASE_IMAGE}:
-        try:
+        with contextlib.suppress(docker.errors.ImageNotFound):
             engine.images.remove(name, force=True)
-        except docker.errors.ImageNotFound:
-            pass
     leftovers = engine.images.list(all=True, filters={"label": TEST_LABEL})
     for image in sorted(leftovers, key=lambda i: i.attrs.get("Created", ""), reverse=True):
         if BASE_IMAGE in image.tags:
             continue
-        try:
+        with contextlib.suppress(docker.errors.NotFound):  # removed with a child already
             engine.images.remove(image.id, force=True)
-        except docker.errors.NotFound:
-            pass  # removed with a child already
 
 
 @pytest.fixture

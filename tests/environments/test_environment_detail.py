@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from environments.models import BuildStatus
 from studio.models import Workspace
-from tests.conftest import assert_sent_to_sign_in, login, text
+from tests.conftest import assert_sent_to_sign_in, login
 from tests.environments.conftest import image_for, make_env, plain
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_dir")]
