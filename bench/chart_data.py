@@ -44,7 +44,7 @@ def make_series(run, name: str, points: int, *, seed: int) -> tuple[int, float]:
         if start <= spike < start + len(steps):
             values[spike - start] = SPIKE_VALUE
         times = t0 + steps * 0.001
-        metrics.append_scalars(run, name, list(zip(steps.tolist(), values.tolist(), times.tolist())))
+        metrics.append_scalars(run, name, list(zip(steps.tolist(), values.tolist(), times.tolist(), strict=True)))
     return spike, time.perf_counter() - started
 
 
@@ -58,13 +58,12 @@ def measure(client, url: str, repeat: int, spike: int) -> dict:
         response.raise_for_status()
     payload = response.json()
     xs, ys = payload["x"], payload["y"]
-    spike_kept = any(x == spike and y == SPIKE_VALUE for x, y in zip(xs, ys))
+    spike_kept = any(x == spike and y == SPIKE_VALUE for x, y in zip(xs, ys, strict=True))
     return {
         "median": statistics.median(times),
         "p95": _services.percentile(times, 95),
         "max": max(times),
         "kb": len(response.content) / 1024,
-        "wire_kb": response.num_bytes_downloaded / 1024,
         "points": len(ys),
         "count": payload.get("count"),
         "spike": spike_kept,
@@ -103,7 +102,9 @@ def main() -> int:
                 series = MetricSeries.objects.get(run=run, name=name)
                 url = reverse("series_data", args=[_services.WORKSPACE, run.pk, series.pk]) + "?x=step"
                 results[name] = measure(client, url, args.repeat, spike)
-                print(f"# GET {url}: {results[name]}", flush=True)
+                r = results[name]
+                print(f"# GET {url}: median {r['median']:.1f} ms, p95 {r['p95']:.1f} ms, max {r['max']:.1f} ms, "
+                      f"{r['kb']:.1f} KB, {r['points']} points", flush=True)  # fmt: skip
 
     lines = []
     for name, points in (("loss", args.points), ("small", args.small)):

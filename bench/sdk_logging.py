@@ -260,7 +260,7 @@ def mlflow_python() -> Path:
     return python
 
 
-def start_mlflow(stack: WebStack, python: Path) -> str:
+def start_mlflow(stack: WebStack, python: Path, workers: int | None) -> str:
     folder = stack.base / "mlflow"
     folder.mkdir()
     port = services.free_port()
@@ -268,7 +268,7 @@ def start_mlflow(stack: WebStack, python: Path) -> str:
         str(python), "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
         "--artifacts-destination", str(folder / "artifacts"),
-    ]  # fmt: skip
+    ] + ([] if workers is None else ["--workers", str(workers)])  # fmt: skip
     server = ChildService("mlflow", argv, clean_env(), folder)
     stack.services.append(server)  # stopped (with its worker processes) by the stack on the way out
     url = f"http://127.0.0.1:{port}"
@@ -287,7 +287,8 @@ def start_mlflow(stack: WebStack, python: Path) -> str:
         services.wait_until(answers, 180, "mlflow server to answer /health", interval=0.25)
     except TimeoutError:
         raise RuntimeError(f"mlflow server did not answer within 180 s:\n{server.log()}") from None
-    print(f"# mlflow server {url} answered after {time.monotonic() - started:.1f} s (MLflow's default workers)")
+    how = "MLflow's default workers (4)" if workers is None else f"--workers {workers}"
+    print(f"# mlflow server {url} answered after {time.monotonic() - started:.1f} s ({how})", flush=True)
     return url
 
 
@@ -303,6 +304,8 @@ def main() -> int:
     parser.add_argument("--mlflow-sync-limit", type=float, default=600, metavar="SECONDS",
                         help="extrapolate synchronous log_metric from a 5,000-call probe when the full count would "
                         "take longer than this")  # fmt: skip
+    parser.add_argument("--mlflow-workers", type=int, metavar="N",
+                        help="mlflow server --workers (default: MLflow's own, 4)")  # fmt: skip
     parser.add_argument("--no-mlflow", action="store_true", help="measure the studio only")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (service logs, databases)")
     args = parser.parse_args()
@@ -312,7 +315,7 @@ def main() -> int:
 
     with WebStack(keep=args.keep) as stack:
         studio_times = []
-        for attempt in range(args.repeat):
+        for _ in range(args.repeat):
             result, verdict = studio_once(stack, n)
             studio_times.append(result["seconds"])
             print(
@@ -333,7 +336,7 @@ def main() -> int:
 
         if not args.no_mlflow:
             python = mlflow_python()
-            url = start_mlflow(stack, python)
+            url = start_mlflow(stack, python, args.mlflow_workers)
             version = None
 
             probe = mlflow_mode(python, url, "sync", min(PROBE_POINTS, n))

@@ -142,7 +142,7 @@ class ImageBuild:
                                        "PIP_EXTRA_INDEX_URL": settings.STUDIO_BUILD_PIP_EXTRA_INDEX_URL}.items() if v}
         stream = client.api.build(
             fileobj=context, custom_context=True, tag=self.image.name, decode=True, rm=True, forcerm=True,
-            pull=False, buildargs=buildargs, network_mode=settings.STUDIO_BUILD_NETWORK or None,
+            pull=False, nocache=self.image.build_count > 1,  # a rebuild resolves unpinned packages anew buildargs=buildargs, network_mode=settings.STUDIO_BUILD_NETWORK or None,
             labels={"studio.definition_hash": self.image.definition_hash},
         )
         pending: list[tuple[str, str]] = []

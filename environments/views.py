@@ -338,7 +338,7 @@ def image_detail(request, workspace: str, image_id: int):
 def image_rebuild(request, workspace: str, image_id: int):
     _, image = get_image_for_user(request, workspace, image_id, write=True)
     if builds.rebuild(image):
-        messages.success(request, "Rebuild queued: unpinned packages are resolved anew and frozen again.")
+        messages.success(request, "Rebuild queued: the image is built again from its definition.")
     else:
         messages.info(request, f"The image is {image.status.lower()} already: wait for the build to end.")
     return redirect("image_detail", workspace=workspace, image_id=image.pk)

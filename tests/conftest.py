@@ -170,12 +170,12 @@ def e2e_env(studio_services, django_db_setup, django_db_blocker):
 
 
 @pytest.fixture(scope="session")
-def worker(e2e_env, studio_services):
-    """A real Celery worker serving the `local` queue against the test database."""
+def worker(e2e_env, studio_services, web):
+    """A real Celery worker serving the `local` queue against the test database; its runs' SDK reaches `web`."""
     from studio.redis_client import get_redis
 
     get_redis().delete("local", "studio")  # messages queued by earlier unit tests are not for this worker
-    service = services.start_worker(e2e_env, studio_services["base"])
+    service = services.start_worker({**e2e_env, "STUDIO_PUBLIC_URL": web}, studio_services["base"])
     yield service
     service.stop()
 

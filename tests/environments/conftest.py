@@ -7,10 +7,6 @@ import pytest
 from environments.models import Environment, EnvironmentImage, EnvironmentKind
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "docker: needs a real Docker engine and the local base image")
-
-
 def make_env(workspace, user=None, name: str = "torch-env", *, password: str = "", **fields) -> Environment:
     """The next version of `name` in `workspace` (None: curated), saved the way the pages save it."""
     fields.setdefault("kind", EnvironmentKind.SYSTEM_MANAGED)

@@ -91,7 +91,7 @@ def test_a_build_in_progress_streams_its_log_live(client, cast, env):
     login(client, cast["bob"])
     page = client.get(url(image)).content.decode()
     assert f'data-events-url="{url(image)}events/"' in page and f'data-log-url="{url(image)}log/"' in page
-    assert "studio/build_live.js" in page
+    assert "studio/live_console.js" in page
     assert f'hx-get="{url(image)}?part=summary"' in page
 
 

@@ -106,7 +106,7 @@ def test_a_live_run_page_follows_the_events_and_offers_cancel_to_writers(client,
     page = text(client.get(url(run)))
     assert f'data-events-url="/w/lab/runs/{run.pk}/events/"' in page
     assert 'id="cancel-form"' in page
-    assert "run_live.js" in page
+    assert "live_console.js" in page
     assert f'hx-get="/w/lab/runs/{run.pk}/?part=summary"' in page
 
 
@@ -122,7 +122,7 @@ def test_a_final_run_shows_its_log_tail_and_no_live_parts(client, cast, run):
     page = text(client.get(url(run)))
     assert '<span class="line">epoch 1 loss 0.9</span>\n<span class="line">epoch 2 loss 0.5</span>\n' in page
     assert '<span class="line">done</span>' in page
-    assert "data-events-url" not in page and "run_live.js" not in page and 'id="cancel-form"' not in page
+    assert "data-events-url" not in page and 'id="cancel-form"' not in page
     assert 'data-status="Completed"' in page
     assert '<span class="label">Exit code</span> 0' in page
 

@@ -1,10 +1,15 @@
-// Live run page: one EventSource carries console lines and status changes.
+// A live console (run pages and image build pages): one EventSource carries log lines and status changes.
 // Lines are inserted as text (never HTML). The view follows the tail unless the user scrolls up.
 // Without EventSource (or when the server says live updates are unavailable) it polls the log file.
+// A console without data-events-url has ended: its stored log is on the page, scrolled to the end.
 (function () {
   "use strict";
   const consoleEl = document.getElementById("console");
-  if (!consoleEl || !consoleEl.dataset.eventsUrl) return;
+  if (!consoleEl) return;
+  if (!consoleEl.dataset.eventsUrl) {
+    consoleEl.scrollTop = consoleEl.scrollHeight;
+    return;
+  }
   const followBtn = document.getElementById("follow");
   const stateEl = document.getElementById("log-state");
   const MAX_LINES = 10000;
@@ -46,10 +51,10 @@
   }
 
   function finished() {
-    stateEl.textContent = "run ended";
+    stateEl.textContent = "ended";
     const cancel = document.getElementById("cancel-form");
     if (cancel) cancel.remove();
-    // The stored outputs and the final log appear with the full page.
+    // The stored outputs (or the built image's details) and the final log appear with the full page.
     setTimeout(function () { window.location.reload(); }, 300);
   }
 
@@ -73,6 +78,7 @@
     tick();
   }
 
+  function connect() {
   if (!window.EventSource) { poll(); return; }
   window.studioLive = true;
   const source = new EventSource(consoleEl.dataset.eventsUrl);
@@ -83,4 +89,14 @@
   });
   source.addEventListener("end", function () { source.close(); finished(); });
   source.addEventListener("unavailable", function () { source.close(); consoleEl.textContent = ""; lineCount = 0; poll(); });
+  }
+
+  // Connect once htmx has set up the page's triggers (its DOMContentLoaded handler was registered first): a status
+  // change replayed at once would otherwise reach the summary before it listens, and the badge would lag behind.
+  // This file is a deferred script, so it runs before DOMContentLoaded.
+  if (document.readyState === "complete") {
+    connect();
+  } else {
+    document.addEventListener("DOMContentLoaded", connect, { once: true });
+  }
 })();
