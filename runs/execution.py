@@ -389,11 +389,14 @@ def remove_finished_containers() -> int:
     removed = 0
     for target in ComputeTarget.objects.filter(kind=ComputeTarget.Kind.DOCKER):
         try:
-            client = client_for(target)
-            labelled = {int(c.labels["studio.run"]) for c in client.containers.list(all=True, filters={"label": "studio.run"})
-                        if c.labels.get("studio.run", "").isdigit()}
-            finished = set(Run.objects.filter(pk__in=labelled, status__in=FINAL_STATES).values_list("pk", flat=True))
-            removed += docker_compute.remove_finished_containers(client, finished)
+            with client_for(target) as client:
+                labelled = {
+                    int(c.labels["studio.run"])
+                    for c in client.containers.list(all=True, filters={"label": "studio.run"})
+                    if c.labels.get("studio.run", "").isdigit()
+                }
+                finished = set(Run.objects.filter(pk__in=labelled, status__in=FINAL_STATES).values_list("pk", flat=True))
+                removed += docker_compute.remove_finished_containers(client, finished)
         except Exception:  # one unreachable engine must not stop the clean-up of the others
             logger.warning("Could not clean up containers on target %s", target.pk, exc_info=True)
     return removed

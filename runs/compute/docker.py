@@ -230,7 +230,11 @@ class DockerDriver:
         if gpus:
             count = -1 if gpus == "all" else int(gpus)
             kwargs["device_requests"] = [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
-        container = client.containers.create(spec.image, command=argv, **kwargs)
+        try:
+            container = client.containers.create(spec.image, command=argv, **kwargs)
+        except docker.errors.DockerException:
+            client.close()
+            raise
         process = DockerProcess(client, container, client_for(self.target, timeout=STREAM_TIMEOUT_SECONDS))
         try:
             container.put_archive("/", workspace_archive(workdir, spec.sdk_path))

@@ -153,3 +153,35 @@ def test_the_run_waits_in_preparing_while_its_image_builds(client, cast, workspa
     assert RunStatus.PREPARING in seen
     statuses = list(run.status_changes.values_list("status", flat=True))
     assert statuses[:3] == ["Queued", "Preparing", "Starting"]
+
+
+def test_the_beat_task_removes_containers_of_ended_runs_only(cast, workspace, docker_target, docker_engine):
+    from runs.execution import remove_finished_containers
+    from tests.conftest import TEST_BASE_IMAGE, make_run
+
+    ended, going = make_run(workspace, cast["carol"]), make_run(workspace, cast["carol"])
+    Run.objects.filter(pk=ended.pk).update(status=RunStatus.COMPLETED)
+    Run.objects.filter(pk=going.pk).update(status=RunStatus.RUNNING)
+    made = [docker_engine.containers.create(TEST_BASE_IMAGE, ["true"], name=f"studio-test-leftover-{run.pk}",
+                                            labels={"studio.run": str(run.pk)}) for run in (ended, going)]
+    try:
+        assert remove_finished_containers() >= 1
+        with pytest.raises(docker_sdk.errors.NotFound):
+            docker_engine.containers.get(made[0].id)
+        assert docker_engine.containers.get(made[1].id).labels["studio.run"] == str(going.pk)
+    finally:
+        for container in made:
+            try:
+                container.remove(force=True)
+            except docker_sdk.errors.NotFound:
+                pass
+
+
+def test_the_maximum_duration_stops_the_container(client, cast, workspace, docker_target, docker_worker):
+    login(client, cast["carol"])
+    run = submit(client, workspace, py_upload("import time\nprint('long', flush=True)\ntime.sleep(600)\n"),
+                 compute_target="docker", max_duration_seconds="3")
+    wait_final(run, timeout=120)
+    assert run.status == RunStatus.CANCELED and "Maximum duration of 3 s reached" in run.reason
+    with pytest.raises(docker_sdk.errors.NotFound):
+        docker_sdk.from_env().containers.get(container_name(run.pk))
