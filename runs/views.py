@@ -104,24 +104,6 @@ def experiment_detail(request, workspace: str, name: str):
     return render(request, template, context)
 
 
-def _keyset_page(runs, *, before: int | None, after: int | None):
-    """One page of runs, newest first, by id: as fast on page 2,000 as on page 1 (no OFFSET)."""
-    if after is not None:
-        page = list(runs.filter(id__gt=after).order_by("id")[: PAGE_SIZE + 1])
-        has_more_newer = len(page) > PAGE_SIZE
-        page = page[:PAGE_SIZE][::-1]
-        newer = page[0].id if page and has_more_newer else None
-        older = page[-1].id if page and runs.filter(id__lt=page[-1].id).exists() else None
-        return page, newer, older
-    if before is not None:
-        runs = runs.filter(id__lt=before)
-    page = list(runs.order_by("-id")[: PAGE_SIZE + 1])
-    older = page[PAGE_SIZE - 1].id if len(page) > PAGE_SIZE else None
-    page = page[:PAGE_SIZE]
-    newer = page[0].id if before is not None and page else None
-    return page, newer, older
-
-
 @require_POST
 @login_required
 def experiment_archive(request, workspace: str, name: str):
