@@ -143,6 +143,8 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["experiment", "-id"], name="run_experiment_recent"),
             models.Index(fields=["experiment", "status", "-id"], name="run_experiment_status"),
+            # Top-level runs of an experiment by status (the experiment page lists children under their parent).
+            models.Index(fields=["experiment", "parent", "status", "-id"], name="run_experiment_top_status"),
             models.Index(fields=["workspace", "-id"], name="run_workspace_recent"),
             models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat"),
         ]
