@@ -102,8 +102,8 @@ def main() -> int:
         folder = Path(folder)
         print(f"# packages {PACKAGES.replace(chr(10), ', ')} on {BASE_IMAGE}; CA bundle {CA_BUNDLE}", flush=True)
         # The first builds after the services start are slower whichever side makes them: warm both sides up.
-        warm_plain = plain_build(stack, "warmup", folder)
-        warm_studio, _tail = studio_build(stack, "warmup")
+        warm_plain = plain_build(stack, "warmup-plain", folder)
+        warm_studio, _tail = studio_build(stack, "warmup-studio")
         print(f"# warm-up (not counted): plain {warm_plain:.2f} s, studio {warm_studio:.2f} s", flush=True)
         print(f"{'#':>3} {'side':<7} {'seconds':>8} {'after engine':>13}")
         for index in range(args.rounds):
