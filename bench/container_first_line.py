@@ -128,7 +128,7 @@ class DockerStack(_services.Stack):
             return
         marker = f"BENCH_NONCE={self.nonce}"
         try:
-            for container in client.containers.list(all=True, filters={"label": "studio.run", "name": "studio-run-"}):
+            for container in client.containers.list(all=True, filters={"label": "studio.run", "name": "studio-"}):
                 with contextlib.suppress(docker.errors.NotFound):
                     if marker in (container.attrs.get("Config", {}).get("Env") or []):
                         container.remove(force=True)

@@ -63,7 +63,7 @@ def main() -> None:
 
     client = Client()
     client.force_login(user)
-    url = f"/w/bench/experiments/big/"
+    url = "/w/bench/experiments/big/"
     deep = Run.objects.order_by("id").values_list("id", flat=True)[100]
     cases = {"first page": url, "deep page (before the 100th oldest run)": f"{url}?before={deep}",
              "status filter (Failed)": f"{url}?status=Failed", "experiment list": "/w/bench/experiments/"}

@@ -97,30 +97,11 @@ class ImageBuild:
 
     def run(self) -> None:
         live.append_status(self.key, BuildStatus.BUILDING)
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        step, lines = "", []
+        self.failed_step, self.lines = "", []
         try:
-            if self.environment is None:
-                raise BuildError("No environment uses this definition any more.")
-            definition = self.environment.definition()
-            dockerfile = definition.dockerfile(ca_bundle=bool(settings.STUDIO_BUILD_CA_BUNDLE))
-            EnvironmentImage.objects.filter(pk=self.image.pk).update(dockerfile=dockerfile)
-            client = build_client()
-            auth = self.environment.registry_auth()
-            if auth:
-                client.login(**auth)
-            with open(self.log, "w", encoding="utf-8") as log:
-                for line in self._build(client, dockerfile, definition.all_pip_packages):
-                    if STEP.match(line):
-                        step, lines = line, []
-                    lines.append(line)
-                    log.write(line + "\n")
-                    log.flush()
-            built = client.images.get(self.image.name)
-            frozen = client.containers.run(self.image.name, ["cat", "/opt/studio/venv/frozen.txt"], remove=True,
-                                           network_disabled=True)
+            built, frozen = self.build_with(build_client())
         except (BuildError, docker.errors.DockerException, OSError) as error:
-            self._fail(step, lines, error)
+            self._fail(self.failed_step, self.lines, error)
             return
         self.image.transition(
             BuildStatus.SUCCEEDED, from_states=(BuildStatus.BUILDING,), ended_at=timezone.now(),
@@ -128,6 +109,30 @@ class ImageBuild:
             resolved_packages=frozen.decode("utf-8", "replace"),
         )
         live.append_status(self.key, BuildStatus.SUCCEEDED)
+
+    def build_with(self, client):
+        """Build on `client`'s engine with the log streamed live; the built image and its `pip freeze`."""
+        self.failed_step, self.lines = "", []
+        if self.environment is None:
+            raise BuildError("No environment uses this definition any more.")
+        definition = self.environment.definition()
+        dockerfile = definition.dockerfile(ca_bundle=bool(settings.STUDIO_BUILD_CA_BUNDLE))
+        EnvironmentImage.objects.filter(pk=self.image.pk).update(dockerfile=dockerfile)
+        auth = self.environment.registry_auth()
+        if auth:
+            client.login(**auth)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "w", encoding="utf-8") as log:
+            for line in self._build(client, dockerfile, definition.all_pip_packages):
+                if STEP.match(line):
+                    self.failed_step, self.lines = line, []
+                self.lines.append(line)
+                log.write(line + "\n")
+                log.flush()
+        built = client.images.get(self.image.name)
+        frozen = client.containers.run(self.image.name, ["cat", "/opt/studio/venv/frozen.txt"], remove=True,
+                                       network_disabled=True)
+        return built, frozen
 
     def _build(self, client, dockerfile: str, packages: list[str]):
         """Yield the build's output lines as they come; raise BuildError at the first error."""
@@ -142,7 +147,8 @@ class ImageBuild:
                                        "PIP_EXTRA_INDEX_URL": settings.STUDIO_BUILD_PIP_EXTRA_INDEX_URL}.items() if v}
         stream = client.api.build(
             fileobj=context, custom_context=True, tag=self.image.name, decode=True, rm=True, forcerm=True,
-            pull=False, nocache=self.image.build_count > 1,  # a rebuild resolves unpinned packages anew buildargs=buildargs, network_mode=settings.STUDIO_BUILD_NETWORK or None,
+            pull=False, buildargs=buildargs, network_mode=settings.STUDIO_BUILD_NETWORK or None,
+            nocache=self.image.build_count > 1,  # a rebuild resolves unpinned packages anew
             labels={"studio.definition_hash": self.image.definition_hash},
         )
         pending: list[tuple[str, str]] = []
@@ -196,6 +202,19 @@ def image_present(image: EnvironmentImage, client) -> bool:
         return True
     except docker.errors.ImageNotFound:
         return False
+
+
+def ensure_on_engine(image: EnvironmentImage, client) -> None:
+    """A run's engine may not hold the image (pruned, or a remote target builds do not run on): build it there too,
+    with the same definition (its layer cache makes that quick when it can)."""
+    if image_present(image, client):
+        return
+    job = ImageBuild(image)
+    try:
+        job.build_with(client)
+    except (docker.errors.DockerException, OSError) as error:
+        raise BuildError(f"The image {image.name} is not on this target's engine and building it there failed "
+                         f"{('at ' + job.failed_step) if job.failed_step else ''}: {error}") from None
 
 
 def build_or_wait(image: EnvironmentImage, *, stop_check, poll_seconds: float = 0.5) -> EnvironmentImage:

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import docker
 import redis
 from django.conf import settings
 from django.utils import timezone
@@ -179,6 +180,8 @@ class RunExecution:
             image = (environment.base_image if environment else "") or settings.STUDIO_BUILD_DEFAULT_BASE_IMAGE
             return Placement(python=(environment.interpreter_path if environment else "") or "python3", image=image)
         image = builds.build_or_wait(builds.ensure_image(environment, enqueue=False), stop_check=self._cancel_reason)
+        with client_for(target, timeout=settings.STUDIO_BUILD_TIMEOUT_SECONDS) as client:
+            builds.ensure_on_engine(image, client)
         return Placement(python=f"{VENV}/bin/python", image=image.name)
 
     def environment(self) -> dict[str, str]:
@@ -232,6 +235,9 @@ class RunExecution:
                     argv=argv, workdir=self.workdir, env=self.environment(), sink=sink,
                     user="" if self.in_container else settings.STUDIO_LOCAL_RUN_USER, spec=spec,
                 )
+            except docker.errors.DockerException as exc:
+                self.run.transition(RunStatus.FAILED, from_states=ACTIVE_STATES, reason=f"Could not start the container: {exc}")
+                return
             except OSError as exc:
                 self.run.transition(
                     RunStatus.FAILED, from_states=ACTIVE_STATES, reason=f"Could not start {argv[0]}: {exc.strerror}."
@@ -390,9 +396,10 @@ def remove_finished_containers() -> int:
     for target in ComputeTarget.objects.filter(kind=ComputeTarget.Kind.DOCKER):
         try:
             with client_for(target) as client:
+                mine = {"label": ["studio.run", f"studio.instance={settings.STUDIO_INSTANCE_ID}"]}
                 labelled = {
                     int(c.labels["studio.run"])
-                    for c in client.containers.list(all=True, filters={"label": "studio.run"})
+                    for c in client.containers.list(all=True, filters=mine)
                     if c.labels.get("studio.run", "").isdigit()
                 }
                 finished = set(Run.objects.filter(pk__in=labelled, status__in=FINAL_STATES).values_list("pk", flat=True))

@@ -88,14 +88,14 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def read_or_create_secret(path: Path) -> str:
-    """The embedded default secret key: made once, kept in the data dir, readable by its owner only."""
+def read_or_create_secret(path: Path, make=None) -> str:
+    """A value made once and kept in the data dir, readable by its owner only (the embedded secret key by default)."""
     if path.exists():
         return path.read_text().strip()
     from django.core.management.utils import get_random_secret_key
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    secret = get_random_secret_key()
+    secret = (make or get_random_secret_key)()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process of the studio made it first

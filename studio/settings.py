@@ -206,6 +206,10 @@ STUDIO_IMAGE_MAX_BYTES = env_int("STUDIO_IMAGE_MAX_BYTES", 10 * 1024 * 1024, min
 STUDIO_UPLOAD_MAX_BYTES = env_int("STUDIO_UPLOAD_MAX_BYTES", 1024 * 1024 * 1024, minimum=1)
 STUDIO_SYSTEM_METRICS_SECONDS = env_float("STUDIO_SYSTEM_METRICS_SECONDS", 5.0, minimum=0.2)
 STUDIO_OUTPUTS_MAX_BYTES = env_int("STUDIO_OUTPUTS_MAX_BYTES", 10 * 1024 * 1024 * 1024, minimum=1)
+# Names this installation's containers on shared Docker engines (studio-<id>-run-<run id>); made once in the data dir.
+STUDIO_INSTANCE_ID = env_str("STUDIO_INSTANCE_ID", "") or read_or_create_secret(
+    DATA_DIR / "instance_id", make=lambda: __import__("secrets").token_hex(4)
+)
 # Scratch directories of running local runs. With STUDIO_LOCAL_RUN_USER, put it outside the (0700) data dir.
 STUDIO_WORK_DIR = env_path("STUDIO_WORK_DIR", DATA_DIR / "work")
 # Run local user code as this OS user (the worker must run as root): it then cannot read the studio's files.

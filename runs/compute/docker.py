@@ -1,8 +1,9 @@
 """Docker compute: the run's container is made from the environment's image, the snapshot is copied in (no bind
 mounts, so remote engines work), the console is streamed live, ./outputs and ./logs are copied out at the end.
 
-Containers are named `studio-run-<id>` and labelled `studio.run=<id>`, so a retry or a restarted worker finds and
-removes a stale one instead of starting a second. Nothing of the studio goes in: no Docker socket, no database,
+Containers are named `studio-<instance>-run-<id>` and labelled `studio.run=<id>` and `studio.instance`, so a retry
+or a restarted worker finds and removes a stale one instead of starting a second, and studios sharing an engine
+never touch each other's. Nothing of the studio goes in: no Docker socket, no database,
 no Redis; the script reaches only the studio's API, at the target's callback URL.
 """
 
@@ -16,6 +17,7 @@ import threading
 from pathlib import Path
 
 import docker
+from django.conf import settings
 
 from studio.docker_engine import client_for
 
@@ -27,7 +29,12 @@ STREAM_TIMEOUT_SECONDS = 30 * 24 * 3600  # the console and the wait last as long
 
 
 def container_name(run_id: int) -> str:
-    return f"studio-run-{int(run_id)}"
+    """Named by installation and run: a retry finds its stale container, and studios sharing an engine never meet."""
+    return f"studio-{settings.STUDIO_INSTANCE_ID}-run-{int(run_id)}"
+
+
+def labels(run_id: int) -> dict[str, str]:
+    return {"studio.run": str(run_id), "studio.instance": settings.STUDIO_INSTANCE_ID}
 
 
 class LineSplitter:
@@ -212,7 +219,7 @@ class DockerDriver:
         resources = spec.resources
         kwargs = {
             "name": name,
-            "labels": {"studio.run": str(spec.run_id)},
+            "labels": labels(spec.run_id),
             "environment": env,
             "working_dir": WORKSPACE,
             "extra_hosts": {"host.docker.internal": "host-gateway"},
@@ -255,7 +262,8 @@ def remove_stale(client, name: str) -> None:
 def remove_finished_containers(client, finished_run_ids: set[int]) -> int:
     """Remove containers labelled with a finished run (the beat task's clean-up)."""
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": "studio.run"}):
+    mine = f"studio.instance={settings.STUDIO_INSTANCE_ID}"
+    for container in client.containers.list(all=True, filters={"label": ["studio.run", mine]}):
         try:
             run_id = int(container.labels.get("studio.run", ""))
         except ValueError:

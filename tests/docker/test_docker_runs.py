@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import docker as docker_sdk
@@ -29,10 +30,8 @@ def cleanup_images():
     yield made
     client = docker_sdk.from_env()
     for name in made:
-        try:
+        with contextlib.suppress(docker_sdk.errors.DockerException):
             client.images.remove(name, force=True)
-        except docker_sdk.errors.DockerException:
-            pass
 
 
 def test_a_run_imports_a_package_its_environment_installed_and_its_outputs_come_out(
@@ -120,8 +119,10 @@ def test_a_stale_container_of_the_same_run_is_removed_not_doubled(client, cast, 
     docker_target.save()
     run = submit(client, workspace, py_upload("print('fresh container')\n"), compute_target="docker")
     engine = docker_sdk.from_env()
+    from runs.compute.docker import labels
+
     stale = engine.containers.create(TEST_BASE_IMAGE, ["sleep", "600"], name=container_name(run.pk),
-                                     labels={"studio.run": str(run.pk)})
+                                     labels=labels(run.pk))
     execution.execute_run(run.pk)
     run.refresh_from_db()
     assert run.status == RunStatus.COMPLETED, run.reason
@@ -162,19 +163,23 @@ def test_the_beat_task_removes_containers_of_ended_runs_only(cast, workspace, do
     ended, going = make_run(workspace, cast["carol"]), make_run(workspace, cast["carol"])
     Run.objects.filter(pk=ended.pk).update(status=RunStatus.COMPLETED)
     Run.objects.filter(pk=going.pk).update(status=RunStatus.RUNNING)
+    from runs.compute.docker import labels
+
     made = [docker_engine.containers.create(TEST_BASE_IMAGE, ["true"], name=f"studio-test-leftover-{run.pk}",
-                                            labels={"studio.run": str(run.pk)}) for run in (ended, going)]
+                                            labels=labels(run.pk)) for run in (ended, going)]
+    foreign = docker_engine.containers.create(TEST_BASE_IMAGE, ["true"], name=f"another-studios-{ended.pk}",
+                                              labels={"studio.run": str(ended.pk), "studio.instance": "another"})
+    made.append(foreign)
     try:
         assert remove_finished_containers() >= 1
         with pytest.raises(docker_sdk.errors.NotFound):
             docker_engine.containers.get(made[0].id)
         assert docker_engine.containers.get(made[1].id).labels["studio.run"] == str(going.pk)
+        assert docker_engine.containers.get(foreign.id).labels["studio.instance"] == "another"  # not ours: kept
     finally:
         for container in made:
-            try:
+            with contextlib.suppress(docker_sdk.errors.NotFound):
                 container.remove(force=True)
-            except docker_sdk.errors.NotFound:
-                pass
 
 
 def test_the_maximum_duration_stops_the_container(client, cast, workspace, docker_target, docker_worker):
@@ -185,3 +190,34 @@ def test_the_maximum_duration_stops_the_container(client, cast, workspace, docke
     assert run.status == RunStatus.CANCELED and "Maximum duration of 3 s reached" in run.reason
     with pytest.raises(docker_sdk.errors.NotFound):
         docker_sdk.from_env().containers.get(container_name(run.pk))
+
+
+def test_a_run_rebuilds_its_image_when_the_engine_lost_it(client, cast, workspace, docker_target, docker_worker, cleanup_images):
+    env = environment(workspace, "pruned", "six==1.16.0\nidna==3.10")
+    cleanup_images.append(env.image_name)
+    login(client, cast["carol"])
+    first = submit(client, workspace, py_upload("import idna\nprint('idna ok')\n"), compute_target="docker",
+                   environment="pruned")
+    wait_final(first, timeout=300)
+    assert first.status == RunStatus.COMPLETED, first.reason
+    docker_sdk.from_env().images.remove(env.image_name, force=True)  # pruned behind the studio's back
+    second = submit(client, workspace, py_upload("import idna\nprint('idna again')\n"), compute_target="docker",
+                    environment="pruned")
+    wait_final(second, timeout=300)
+    assert second.status == RunStatus.COMPLETED, second.reason
+    assert "idna again" in _log(second)
+
+
+def test_build_settings_reach_the_build(workspace, docker_engine, settings, cleanup_images):
+    from environments import builds
+
+    settings.STUDIO_BUILD_PIP_INDEX_URL = "http://127.0.0.1:9/simple"
+    env = Environment(workspace=workspace, name="own-index-2", kind=EnvironmentKind.SYSTEM_MANAGED,
+                      python_packages="six==1.16.0", dockerfile_steps="RUN echo private-index").save_new_version()
+    cleanup_images.append(env.image_name)
+    image = builds.ensure_image(env, enqueue=False)
+    builds.build(image.pk)
+    image.refresh_from_db()
+    assert image.status == BuildStatus.FAILED
+    assert "127.0.0.1" in builds.log_path(image).read_text()
+    assert "pip install" in image.failed_step
