@@ -1,5 +1,7 @@
-"""Shared setup for the benchmarks: a throwaway studio (Redis, migrated SQLite, Celery worker, uvicorn) and a
-logged-in HTTP client.
+"""Shared setup for the benchmarks: a throwaway studio (Redis, migrated SQLite, Celery worker, uvicorn) and
+signed-in HTTP clients; its Docker variant (`DockerStack`); an in-process Django on a throwaway database with bulk
+runs (`django_in_process`, `bench_experiment`, `bulk_runs`); and the pieces of the benches' command lines and
+timing loops that they share.
 
 `Stack` is a context manager: whatever happens inside (an exception, Ctrl-C, SIGTERM), every process it started
 is stopped on the way out, and the temporary folder removed (kept with `keep=True`, or after a failure so its
@@ -8,11 +10,13 @@ service logs and database can be read).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import math
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -32,11 +36,36 @@ USERNAME = "bench"
 PASSWORD = "bench-password-not-secret-7"
 WORKSPACE = "bench"
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+RUN_REDIRECT = re.compile(r"/runs/(\d+)/$")
+DJANGO_KEYS = ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "STUDIO_REDIS_URL", "STUDIO_DATA_DIR")
+
+# The Docker benches' target on this machine's engine.
+BASE_IMAGE = "studio/base-python:bookworm"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+DOCKER_TARGET = "docker"
+DOCKER_QUEUE = "bench-docker"
 
 
+# Command line and figures --------------------------------------------------------------------------------------------
 def reproduce_line(script: str, argv: list[str]) -> str:
     """The command that reproduces this run, for the top of the output."""
     return f"$ cd {ROOT} && .venv/bin/python bench/{script} {shlex.join(argv)}".rstrip()
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser that shows the bench's docstring as its help."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def parse(arguments: argparse.ArgumentParser, *, concurrency: bool = True, keep: str = "") -> argparse.Namespace:
+    """Add the common options (--concurrency, --keep), parse, and print the reproducing command line."""
+    if concurrency:
+        arguments.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
+    keep_help = keep or "keep the temporary folder (service logs, database)"
+    arguments.add_argument("--keep", action="store_true", help=keep_help)
+    args = arguments.parse_args()
+    print(reproduce_line(arguments.prog, sys.argv[1:]), flush=True)
+    return args
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -46,7 +75,50 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def status_times(run_id: int) -> dict[str, float]:
+    """Epoch seconds of each status change of a run."""
+    from runs.models import RunStatusChange
+
+    return {c.status: c.at.timestamp() for c in RunStatusChange.objects.filter(run_id=run_id)}
+
+
+def now() -> float:
+    """Epoch seconds."""
+    return time.time()
+
+
+def first_line_runs(stack: Stack, *, warmup: int, runs: int, submit, first_line, launch: str) -> list[float]:
+    """Submit runs one after another (warm-ups first) and print a row of timings for each.
+
+    `submit(index)` posts a run and returns its id; `first_line(index, run_id)` is the epoch time the script's first
+    line ran, or None when it left no trace. `launch` names the Starting -> Running column. Returns the totals (POST
+    start -> first line) of the counted runs.
+    """
+    print(f"{'#':>3} {'total':>7} {'POST':>7} {'queued':>7} {'prepare':>8} {launch:>7} {'python':>7}  (seconds)")
+    results = []
+    for index in range(-warmup, runs):
+        started = time.time()
+        run_id = submit(index)
+        posted = time.time()
+        run = stack.wait_final(run_id)
+        at = first_line(index, run_id)
+        if run.status != "Completed" or at is None:
+            raise RuntimeError(f"run {run_id} ended {run.status}: {run.reason}\n{stack.log('worker')}")
+        t = status_times(run_id)
+        row = (
+            f"{'w' if index < 0 else index + 1:>3} {at - started:7.3f} {posted - started:7.3f} "
+            f"{t['Preparing'] - t['Queued']:7.3f} {t['Starting'] - t['Preparing']:8.3f} "
+            f"{t['Running'] - t['Starting']:7.3f} {at - t['Running']:7.3f}"
+        )
+        print(row + ("  (warm-up, not counted)" if index < 0 else ""), flush=True)
+        if index >= 0:
+            results.append(at - started)
+    return results
+
+
+# Processes -----------------------------------------------------------------------------------------------------------
 def _raise_on_sigterm(signum, frame):
+    """Turn SIGTERM into SystemExit, so the stack's clean-up runs."""
     raise SystemExit(f"stopped by signal {signum}")
 
 
@@ -60,15 +132,52 @@ def _stop(service: services.Service) -> None:
             os.killpg(pgid, signal.SIGKILL)
 
 
-class Stack:
-    """Redis + migrated SQLite + Celery worker + uvicorn in a temporary folder, and Django set up in-process."""
+class ChildService(services.Service):
+    """A `tests/services.Service` (own session, log file, `stop()`) started in `cwd` instead of the repository."""
 
-    def __init__(self, *, concurrency: int = 2, keep: bool = False):
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path):
+        self.name = name
+        self.log_path = cwd / f"{name}.log"
+        self.process = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def migrate(env: dict[str, str]) -> None:
+    """`manage.py migrate` of the database in `env`; raises with its output when it fails."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"manage.py migrate failed:\n{done.stdout}\n{done.stderr}")
+
+
+def setup_django(env: dict[str, str]) -> None:
+    """Django in this process, on the same database, data dir and Redis as the services."""
+    for key in DJANGO_KEYS:
+        os.environ[key] = env[key]
+    import django
+
+    django.setup()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the studio's logging config prints every request
+
+
+# The throwaway studio ------------------------------------------------------------------------------------------------
+class Stack:
+    """Redis + migrated SQLite + uvicorn (+ a Celery worker unless `worker=False`) in a temporary folder, Django set
+    up in-process, and the bench user (`user`) with its workspace (`workspace`)."""
+
+    queues = "studio,local,builds"  # tests/services.start_worker's default
+
+    def __init__(self, *, concurrency: int = 2, keep: bool = False, worker: bool = True):
         self.concurrency = concurrency
         self.keep = keep
+        self.worker = worker
         self.services: list[services.Service] = []
         self.base: Path | None = None
         self.url = ""
+        self.user = None
+        self.workspace = None
 
     def __enter__(self) -> Stack:
         signal.signal(signal.SIGTERM, _raise_on_sigterm)
@@ -80,38 +189,43 @@ class Stack:
             raise
         return self
 
+    def extra_env(self) -> dict[str, str]:
+        """Variables added to every service's environment and this process's (after `services.service_env`)."""
+        return {}
+
     def _start(self) -> None:
-        base = self.base
-        data_dir = base / "data"
+        """Redis, the migrated database, Django in here, the bench's rows, uvicorn and the worker."""
+        data_dir = self.base / "data"
         data_dir.mkdir()
-        redis_service, redis_url = services.start_redis(base / "redis")
+        redis_service, redis_url = services.start_redis(self.base / "redis")
         self.services.append(redis_service)
-        database_url = f"sqlite:///{base / 'bench.sqlite3'}"
+        database_url = f"sqlite:///{self.base / 'bench.sqlite3'}"
         env = services.service_env(database_url=database_url, redis_url=redis_url, data_dir=data_dir)
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"], env=env, cwd=ROOT, capture_output=True, text=True
-        )
-        if migrate.returncode != 0:
-            raise RuntimeError(f"manage.py migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
+        env.update(self.extra_env())
+        os.environ.update(self.extra_env())  # read by this process's settings at django.setup()
+        migrate(env)
+        setup_django(env)
+        self._populate()
+        web, self.url = services.start_web(env, self.base)
+        self.services.append(web)
+        if self.worker:
+            worker = services.start_worker(env, self.base, queues=self.queues, concurrency=self.concurrency)
+            self.services.append(worker)
+        print(f"# services: redis {redis_url}, web {self.url}{self._describe()}", flush=True)
 
-        # Django in this process talks to the same database, data dir and Redis as the services.
-        for key in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "STUDIO_REDIS_URL", "STUDIO_DATA_DIR"):
-            os.environ[key] = env[key]
-        import django
-
-        django.setup()
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # the studio's logging config prints every request
+    def _populate(self) -> None:
+        """The bench user and workspace, through the ORM."""
         from django.contrib.auth import get_user_model
 
         from studio.models import Workspace
 
-        user = get_user_model().objects.create_user(USERNAME, password=PASSWORD)
-        Workspace.create_with_owner(WORKSPACE, user)
+        self.user = get_user_model().objects.create_user(USERNAME, password=PASSWORD)
+        self.workspace = Workspace.create_with_owner(WORKSPACE, self.user)
 
-        web, self.url = services.start_web(env, base)
-        self.services.append(web)
-        self.services.append(services.start_worker(env, base, concurrency=self.concurrency))
-        print(f"# services: redis {redis_url}, web {self.url}, worker -c {self.concurrency}, data {base}", flush=True)
+    def _describe(self) -> str:
+        """The services line after the web server's address."""
+        worker = f", worker -c {self.concurrency}" if self.worker else " (no worker)"
+        return f"{worker}, data {self.base}"
 
     def __exit__(self, *exc_info) -> None:
         for service in reversed(self.services):
@@ -131,6 +245,7 @@ class Stack:
             shutil.rmtree(self.base, ignore_errors=True)
 
     def log(self, name: str) -> str:
+        """The tail of a service's log ("" for a service this stack does not have)."""
         for service in self.services:
             if service.name == name:
                 return service.log()
@@ -153,6 +268,33 @@ class Stack:
                 f"--- worker log ---\n{self.log('worker')}\n--- web log ---\n{self.log('web')}"
             ) from None
 
+    def running_run(self, experiment: str = "bench"):
+        """A Run made through the ORM and moved Queued -> Preparing -> Starting -> Running, as a worker would."""
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
+        from runs import snapshots
+        from runs.models import Experiment, Run, RunStatus
+
+        snapshot = snapshots.stage_upload(SimpleUploadedFile("bench.py", b"pass\n")).commit(self.workspace, self.user)
+        run = Run.objects.create(
+            workspace=self.workspace,
+            experiment=Experiment.objects.get_or_create(workspace=self.workspace, name=experiment)[0],
+            created_by=self.user,
+            snapshot=snapshot,
+            entry_script="bench.py",
+            compute_target=self.workspace.compute_targets.get(),
+            status=RunStatus.QUEUED,
+        )
+        steps = [
+            (RunStatus.PREPARING, RunStatus.QUEUED),
+            (RunStatus.STARTING, RunStatus.PREPARING),
+            (RunStatus.RUNNING, RunStatus.STARTING),
+        ]
+        for to, source in steps:
+            if not run.transition(to, from_states=(source,)):
+                raise RuntimeError(f"run {run.pk} did not move {source} -> {to}")
+        return run
+
     # HTTP --------------------------------------------------------------------------------------
     def client(self):
         """An httpx client signed in through the login form (with its CSRF token), as a browser would be."""
@@ -169,6 +311,15 @@ class Stack:
             raise RuntimeError(f"login failed: HTTP {response.status_code}")
         return client
 
+    def session_client(self):
+        """An httpx client carrying a session made in-process for the bench user (no login round trip)."""
+        import httpx
+        from django.conf import settings
+
+        session = django_client(self.user)
+        cookies = {settings.SESSION_COOKIE_NAME: session.cookies[settings.SESSION_COOKIE_NAME].value}
+        return httpx.Client(base_url=self.url, cookies=cookies, timeout=60)
+
     def submit_form_token(self, client) -> str:
         """The CSRF token of the submit form (login rotates the token, so read it after signing in)."""
         page = client.get(f"/w/{WORKSPACE}/runs/new/")
@@ -176,43 +327,245 @@ class Stack:
         return _csrf(page.text)
 
     def post_run(self, client, token: str, source: bytes, *, experiment: str, env_vars: str = "", arguments: str = ""):
-        """POST the submit form; returns the run id from the redirect."""
-        response = client.post(
-            f"/w/{WORKSPACE}/runs/new/",
-            data={
-                "csrfmiddlewaretoken": token,
-                "experiment": experiment,
-                "entry_script": "",
-                "arguments": arguments,
-                "env_vars": env_vars,
-                "compute_target": "local",
-                "max_duration_seconds": "120",
-                "display_name": "",
-                "tags": "",
-            },
-            files={"source": ("bench.py", source, "text/x-python")},
-        )
-        if response.status_code != 302:
-            raise RuntimeError(f"submit failed: HTTP {response.status_code}\n{response.text[:2000]}")
-        match = re.search(r"/runs/(\d+)/$", response.headers["location"])
-        if match is None:
-            raise RuntimeError(f"unexpected redirect after submit: {response.headers['location']}")
-        return int(match.group(1))
+        """POST the submit form for the local target; returns the run id from the redirect."""
+        fields = {"arguments": arguments, "env_vars": env_vars, "compute_target": "local"}
+        return _post_submit(client, token, source, experiment, fields)
+
+
+def _post_submit(client, token: str, source: bytes, experiment: str, fields: dict[str, str]) -> int:
+    """POST the submit form with `source` as a single uploaded bench.py and `fields` over the defaults; the run id."""
+    data = {
+        "csrfmiddlewaretoken": token,
+        "experiment": experiment,
+        "entry_script": "",
+        "arguments": "",
+        "env_vars": "",
+        "compute_target": "local",
+        "max_duration_seconds": "120",
+        "display_name": "",
+        "tags": "",
+    }
+    data.update(fields)
+    response = client.post(
+        f"/w/{WORKSPACE}/runs/new/", data=data, files={"source": ("bench.py", source, "text/x-python")}
+    )
+    if response.status_code != 302:
+        raise RuntimeError(f"submit failed: HTTP {response.status_code}\n{response.text[:2000]}")
+    match = RUN_REDIRECT.search(response.headers["location"])
+    if match is None:
+        raise RuntimeError(f"unexpected redirect after submit: {response.headers['location']}")
+    return int(match.group(1))
 
 
 def _csrf(html: str) -> str:
+    """The CSRF token of the page's form."""
     match = CSRF_INPUT.search(html)
     if match is None:
         raise RuntimeError("no CSRF token in the page")
     return match.group(1)
 
 
-def status_times(run_id: int) -> dict[str, float]:
-    """Epoch seconds of each status change of a run."""
-    from runs.models import RunStatusChange
+def django_client(user):
+    """Django's in-process test client, signed in as `user` (server time only, no network)."""
+    from django.test import Client
 
-    return {c.status: c.at.timestamp() for c in RunStatusChange.objects.filter(run_id=run_id)}
+    client = Client()
+    client.force_login(user)
+    return client
 
 
-def now() -> float:
-    return time.time()
+# The Docker variant --------------------------------------------------------------------------------------------------
+class DockerStack(Stack):
+    """The bench studio with a Docker target on the local engine.
+
+    Differences from `Stack`: every service and this process get STUDIO_BUILD_DEFAULT_BASE_IMAGE and
+    STUDIO_BUILD_CA_BUNDLE (`services.service_env` drops STUDIO_* variables, so they are added after it); the worker
+    consumes the target's queue and `builds`; run ids start at a random offset, because container names are
+    `studio-run-<id>` on an engine other studios and test suites share, and a fresh database would otherwise start at
+    1 and remove their containers (the driver removes a "stale" container of the same name before creating its own).
+
+    On the way out, after the services are stopped: containers of this bench (found by the BENCH_NONCE variable each
+    run is given) and the images recorded in `images` are removed; the base image never is.
+    """
+
+    queues = f"{DOCKER_QUEUE},builds"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.nonce = secrets.token_hex(4)  # makes this invocation's definitions, tags and containers its own
+        self.images: list[str] = []
+        self.target = None
+
+    def extra_env(self) -> dict[str, str]:
+        """The build settings every process needs."""
+        return {"STUDIO_BUILD_DEFAULT_BASE_IMAGE": BASE_IMAGE, "STUDIO_BUILD_CA_BUNDLE": CA_BUNDLE}
+
+    def _populate(self) -> None:
+        """The bench user and workspace, the Docker target, and run ids from a random offset."""
+        from django.db import connection
+
+        from studio.models import ComputeTarget
+
+        super()._populate()
+        self.target = self.workspace.compute_targets.create(
+            name=DOCKER_TARGET,
+            kind=ComputeTarget.Kind.DOCKER,
+            docker_url="unix:///var/run/docker.sock",
+            queue=DOCKER_QUEUE,
+        )
+        first_run_id = 100_000_000 + secrets.randbelow(1_000_000_000)
+        with connection.cursor() as cursor:  # Django's SQLite tables use AUTOINCREMENT, so this sets the next id
+            cursor.execute("UPDATE sqlite_sequence SET seq = %s WHERE name = 'runs_run'", [first_run_id])
+            if cursor.rowcount == 0:
+                cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('runs_run', %s)", [first_run_id])
+
+    def _describe(self) -> str:
+        """The services line after the web server's address: the worker's queues and the bench nonce too."""
+        return f", worker -c {self.concurrency} on {self.queues}, data {self.base}, bench nonce {self.nonce}"
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            super().__exit__(*exc_info)  # the worker stops first: nothing makes a container after this
+        finally:
+            self.remove_docker_leftovers()
+
+    def remove_docker_leftovers(self) -> None:
+        """Remove this bench's containers and the images it recorded (never the base image)."""
+        import docker
+
+        try:
+            client = docker.from_env(timeout=120)
+        except docker.errors.DockerException as error:
+            print(f"# could not reach the engine to clean up: {error}", file=sys.stderr)
+            return
+        try:
+            self._remove_containers(client, docker.errors)
+            self._remove_images(client, docker.errors)
+        finally:
+            client.close()
+
+    def _remove_containers(self, client, errors) -> None:
+        """Remove the `studio-run-*` containers whose environment carries this bench's nonce."""
+        marker = f"BENCH_NONCE={self.nonce}"
+        for container in client.containers.list(all=True, filters={"label": "studio.run", "name": "studio-"}):
+            with contextlib.suppress(errors.NotFound):
+                if marker in (container.attrs.get("Config", {}).get("Env") or []):
+                    container.remove(force=True)
+                    print(f"# removed leftover container {container.name}", file=sys.stderr)
+
+    def _remove_images(self, client, errors) -> None:
+        """Remove the images in `images`, skipping the base image."""
+        for name in self.images:
+            if name.split(":")[0] == BASE_IMAGE.split(":")[0]:
+                continue  # never the base image
+            try:
+                client.images.remove(name, force=True)
+            except errors.ImageNotFound:
+                pass
+            except errors.DockerException as error:
+                print(f"# could not remove image {name}: {error}", file=sys.stderr)
+
+    def run_env_vars(self, extra: str = "") -> str:
+        """The form's environment variables: the bench's marker (so clean-up finds its containers) and `extra`."""
+        return f"BENCH_NONCE={self.nonce}\n{extra}".strip()
+
+    def build_environment(self, name: str, *, packages: str = "", steps: str = "", base_dockerfile: str = ""):
+        """A system-managed environment saved through the model, and its image built here, synchronously.
+
+        Returns (environment, image, seconds of `builds.build`); raises when the build failed.
+        """
+        from environments import builds
+        from environments.models import BuildStatus, Environment, EnvironmentKind
+
+        environment = Environment(
+            workspace=self.workspace,
+            name=name,
+            kind=EnvironmentKind.SYSTEM_MANAGED,
+            python_packages=packages,
+            dockerfile_steps=steps,
+            base_dockerfile=base_dockerfile,
+        ).save_new_version()
+        image = builds.ensure_image(environment, enqueue=False)
+        self.images.append(image.name)
+        started = time.perf_counter()
+        builds.build(image.pk)
+        seconds = time.perf_counter() - started
+        image.refresh_from_db()
+        if image.status != BuildStatus.SUCCEEDED:
+            raise RuntimeError(f"build of {image.name} ended {image.status}: {image.error[-3000:]}")
+        return environment, image, seconds
+
+
+def post_docker_run(
+    stack: DockerStack, client, token: str, source: bytes, *, experiment: str, environment: str, env_vars: str = ""
+) -> int:
+    """POST the submit form for the Docker target with a named environment; returns the run id from the redirect."""
+    fields = {
+        "env_vars": stack.run_env_vars(env_vars),
+        "compute_target": DOCKER_TARGET,
+        "environment": environment,
+        "packages": "",
+    }
+    return _post_submit(client, token, source, experiment, fields)
+
+
+def console_log(run_id: int) -> bytes:
+    """The run's console log as stored ("" before it exists)."""
+    from runs import storage
+
+    path = storage.console_log_path(run_id)
+    return path.read_bytes() if path.exists() else b""
+
+
+# In-process Django on a throwaway database (no services) -------------------------------------------------------------
+def django_in_process(folder: Path) -> None:
+    """Django set up in this process on a migrated SQLite database and data dir in `folder`."""
+    os.environ.update(
+        {
+            "STUDIO_DATA_DIR": str(folder),
+            "DATABASE_URL": f"sqlite:///{folder}/bench.sqlite3",
+            "DJANGO_SETTINGS_MODULE": "studio.settings",
+            "STUDIO_LOG_LEVEL": "WARNING",
+        }
+    )
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
+    import django
+
+    django.setup()
+
+
+def bench_experiment(name: str = "big"):
+    """The bench user, its workspace's experiment `name` and a one-file snapshot for runs: (user, experiment, snapshot)."""
+    from django.contrib.auth import get_user_model
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from runs import snapshots
+    from runs.models import Experiment
+    from studio.models import Workspace
+
+    user = get_user_model().objects.create_user(USERNAME, password="x")
+    workspace = Workspace.create_with_owner(WORKSPACE, user)
+    experiment = Experiment.objects.create(workspace=workspace, name=name)
+    snapshot = snapshots.stage_upload(SimpleUploadedFile("t.py", b"print(1)\n")).commit(workspace, user)
+    return user, experiment, snapshot
+
+
+def bulk_runs(experiment, snapshot, count: int) -> None:
+    """`count` finished runs in `experiment` (8 in 10 Completed, then Failed, Canceled), bulk-inserted 5,000 at a time."""
+    from django.utils import timezone
+
+    from runs.models import Run, RunStatus
+
+    workspace = experiment.workspace
+    target = workspace.compute_targets.get()
+    statuses = [RunStatus.COMPLETED] * 8 + [RunStatus.FAILED, RunStatus.CANCELED]
+    at = timezone.now()
+    Run.objects.bulk_create(
+        (
+            Run(workspace=workspace, experiment=experiment, snapshot=snapshot, entry_script="t.py",
+                compute_target=target, status=statuses[i % len(statuses)], started_at=at, ended_at=at,
+                tags={"i": str(i)})
+            for i in range(count)
+        ),
+        batch_size=5000,
+    )  # fmt: skip

@@ -17,7 +17,6 @@ then studio and plain alternate, three each, the order swapped every round. Over
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _services  # noqa: E402
-from container_first_line import BASE_IMAGE, CA_BUNDLE, DockerStack  # noqa: E402  (the shared Docker bench helpers)
+from _services import BASE_IMAGE, CA_BUNDLE, DockerStack  # noqa: E402
 
 TARGET_PERCENT = 10.0
 PACKAGES = "six==1.16.0\nidna==3.10\nattrs==25.3.0"
@@ -90,11 +89,9 @@ def after_engine_output(image_id: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _services.parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="builds per side")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (service logs, database)")
-    args = parser.parse_args()
-    print(_services.reproduce_line("build_overhead.py", sys.argv[1:]), flush=True)
+    args = _services.parse(parser, concurrency=False)
 
     times: dict[str, list[float]] = {"studio": [], "plain": []}
     tails: list[float] = []

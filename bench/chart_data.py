@@ -10,7 +10,6 @@ spike is in them. Targets for the big series: p95 under 300 ms and a payload und
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _services  # noqa: E402
-from sdk_logging import WebStack  # noqa: E402  (the throwaway studio without a Celery worker)
 
 TARGET_MS = 300.0
 TARGET_KB = 200.0
@@ -71,18 +69,13 @@ def measure(client, url: str, repeat: int, spike: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _services.parser(__doc__)
     parser.add_argument("--points", type=int, default=10_000_000)
     parser.add_argument("--small", type=int, default=1_000, help="points of the comparison series")
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (service logs, database)")
-    args = parser.parse_args()
-    print(_services.reproduce_line("chart_data.py", sys.argv[1:]), flush=True)
+    args = _services.parse(parser, concurrency=False)
 
-    with WebStack(keep=args.keep) as stack:
-        import httpx
-        from django.conf import settings
-        from django.test import Client
+    with _services.Stack(keep=args.keep, worker=False) as stack:
         from django.urls import reverse
 
         from runs.models import MetricSeries, RunStatus
@@ -93,11 +86,8 @@ def main() -> int:
         small_spike, _ = make_series(run, "small", args.small, seed=2)
         run.transition(RunStatus.COMPLETED, from_states=(RunStatus.RUNNING,))
 
-        session = Client()
-        session.force_login(stack.user)
-        cookies = {settings.SESSION_COOKIE_NAME: session.cookies[settings.SESSION_COOKIE_NAME].value}
         results = {}
-        with httpx.Client(base_url=stack.url, cookies=cookies, timeout=60) as client:
+        with stack.session_client() as client:
             for name, spike in (("loss", big_spike), ("small", small_spike)):
                 series = MetricSeries.objects.get(run=run, name=name)
                 url = reverse("series_data", args=[_services.WORKSPACE, run.pk, series.pk]) + "?x=step"

@@ -12,7 +12,6 @@ Target: every run under 100 ms, zero builds (the image's build count unchanged, 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -21,7 +20,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _services  # noqa: E402
-from container_first_line import DockerStack, post_docker_run  # noqa: E402  (the shared Docker bench helpers)
 
 TARGET_MS = 100.0
 PACKAGES = "six==1.16.0"
@@ -31,16 +29,13 @@ print("six", six.__version__)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _services.parser(__doc__)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=1, help="runs before the counted ones (web server warm-up)")
-    parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (service logs, database)")
-    args = parser.parse_args()
-    print(_services.reproduce_line("env_cache_hit.py", sys.argv[1:]), flush=True)
+    args = _services.parse(parser)
 
     studio_ms, posts_ms = [], []
-    with DockerStack(concurrency=args.concurrency, keep=args.keep) as stack:
+    with _services.DockerStack(concurrency=args.concurrency, keep=args.keep) as stack:
         from environments.models import Environment, EnvironmentImage
 
         steps = f"RUN echo env-cache-hit-{stack.nonce}"
@@ -62,7 +57,9 @@ def main() -> int:
         print(f"{'#':>3} {'studio':>8} {'POST':>7} {'prepare':>8} | {'queued':>7} {'launch':>7}  (ms)")
         for index in range(-args.warmup, args.runs):
             started = time.perf_counter()
-            run_id = post_docker_run(stack, client, token, SCRIPT, experiment="env-cache-hit", environment=second.name)
+            run_id = _services.post_docker_run(
+                stack, client, token, SCRIPT, experiment="env-cache-hit", environment=second.name
+            )
             post_ms = (time.perf_counter() - started) * 1000
             run = stack.wait_final(run_id)
             if run.status != "Completed" or run.environment_id != second.pk:

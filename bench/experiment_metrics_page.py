@@ -11,17 +11,18 @@ filter and with a range filter) under 300 ms, judged on the max over the repeats
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _services  # noqa: E402
+
 METRICS = ["accuracy", "loss", "lr", "val_accuracy", "val_loss"]
 TARGET_MS = 300.0
 
@@ -44,39 +45,16 @@ def main() -> None:
 
 
 def run_bench(args, tmp: Path) -> None:
-    os.environ.update({"STUDIO_DATA_DIR": str(tmp), "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3",
-                       "DJANGO_SETTINGS_MODULE": "studio.settings", "STUDIO_LOG_LEVEL": "WARNING"})
-    sys.path.insert(0, str(ROOT))
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
-    import django
-
-    django.setup()
-    from django.contrib.auth import get_user_model
-    from django.core.files.uploadedfile import SimpleUploadedFile
+    _services.django_in_process(tmp)
     from django.db import connection
-    from django.test import Client
     from django.test.utils import CaptureQueriesContext
-    from django.utils import timezone
 
-    from runs import snapshots
-    from runs.models import Experiment, MetricKind, MetricSeries, Run, RunStatus
-    from studio.models import Workspace
+    from runs.models import MetricKind, MetricSeries, Run
 
-    user = get_user_model().objects.create_user("bench", password="x")
-    workspace = Workspace.create_with_owner("bench", user)
-    experiment = Experiment.objects.create(workspace=workspace, name="big")
-    snapshot = snapshots.stage_upload(SimpleUploadedFile("t.py", b"print(1)\n")).commit(workspace, user)
-    target = workspace.compute_targets.get()
-    statuses = [RunStatus.COMPLETED] * 8 + [RunStatus.FAILED, RunStatus.CANCELED]
+    user, experiment, snapshot = _services.bench_experiment()
     started = time.perf_counter()
-    now = timezone.now()
     rng = random.Random(1)
-    Run.objects.bulk_create(
-        (Run(workspace=workspace, experiment=experiment, snapshot=snapshot, entry_script="t.py", compute_target=target,
-             status=statuses[i % len(statuses)], started_at=now, ended_at=now, tags={"i": str(i)})
-         for i in range(args.runs)),
-        batch_size=5000,
-    )
+    _services.bulk_runs(experiment, snapshot, args.runs)
     run_ids = list(Run.objects.filter(experiment=experiment).values_list("id", flat=True))
     MetricSeries.objects.bulk_create(
         (MetricSeries(run_id=run_id, experiment=experiment, name=name, kind=MetricKind.SCALAR, count=100,
@@ -93,8 +71,7 @@ def run_bench(args, tmp: Path) -> None:
         series = MetricSeries.objects.filter(experiment=experiment, name="loss").order_by(order, "-run_id" if descending else "run_id")
         return series.values_list("run_id", flat=True)[len(run_ids) // 2]
 
-    client = Client()
-    client.force_login(user)
+    client = _services.django_client(user)
     url = "/w/bench/experiments/big/"
     columns = "&".join(f"metric={name}" for name in METRICS)
     cases = {

@@ -21,7 +21,6 @@ point being written, and each checked with `get_metric_history`:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -33,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _services  # noqa: E402
-from _services import services  # noqa: E402  (tests/services.py: free_port, wait_until, Service-like stop)
+from _services import services  # noqa: E402  (tests/services.py: free_port, wait_until)
 
 TARGET_SECONDS = 2.0
 ROOT = _services.ROOT
@@ -98,96 +97,6 @@ print(json.dumps({"seconds": seconds, "stored": len(history), "stored_ok": store
 """.replace("BATCH", str(BATCH))
 
 
-class WebStack(_services.Stack):
-    """`_services.Stack` without the Celery worker: Redis, migrated SQLite, uvicorn, the bench user and workspace.
-
-    (Belongs in _services.py as an option; kept here because this bench may not edit that file.)
-    """
-
-    def _start(self) -> None:
-        base = self.base
-        data_dir = base / "data"
-        data_dir.mkdir()
-        redis_service, redis_url = services.start_redis(base / "redis")
-        self.services.append(redis_service)
-        env = services.service_env(
-            database_url=f"sqlite:///{base / 'bench.sqlite3'}", redis_url=redis_url, data_dir=data_dir
-        )
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"], env=env, cwd=ROOT, capture_output=True, text=True
-        )
-        if migrate.returncode != 0:
-            raise RuntimeError(f"manage.py migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
-        for key in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "STUDIO_REDIS_URL", "STUDIO_DATA_DIR"):
-            os.environ[key] = env[key]
-        import logging
-
-        import django
-
-        django.setup()
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-        from django.contrib.auth import get_user_model
-
-        from studio.models import Workspace
-
-        self.user = get_user_model().objects.create_user(_services.USERNAME, password=_services.PASSWORD)
-        self.workspace = Workspace.create_with_owner(_services.WORKSPACE, self.user)
-        web, self.url = services.start_web(env, base)
-        self.services.append(web)
-        print(f"# services: redis {redis_url}, web {self.url} (no worker), data {base}", flush=True)
-
-    def running_run(self, experiment: str = "bench"):
-        """A Run made through the ORM and moved Queued -> Preparing -> Starting -> Running, as a worker would."""
-        from django.core.files.uploadedfile import SimpleUploadedFile
-
-        from runs import snapshots
-        from runs.models import Experiment, Run, RunStatus
-
-        snapshot = snapshots.stage_upload(SimpleUploadedFile("bench.py", b"pass\n")).commit(self.workspace, self.user)
-        run = Run.objects.create(
-            workspace=self.workspace,
-            experiment=Experiment.objects.get_or_create(workspace=self.workspace, name=experiment)[0],
-            created_by=self.user,
-            snapshot=snapshot,
-            entry_script="bench.py",
-            compute_target=self.workspace.compute_targets.get(),
-            status=RunStatus.QUEUED,
-        )
-        steps = [
-            (RunStatus.PREPARING, RunStatus.QUEUED),
-            (RunStatus.STARTING, RunStatus.PREPARING),
-            (RunStatus.RUNNING, RunStatus.STARTING),
-        ]
-        for to, source in steps:
-            if not run.transition(to, from_states=(source,)):
-                raise RuntimeError(f"run {run.pk} did not move {source} -> {to}")
-        return run
-
-
-class ChildService:
-    """A long-running child process in its own session (so `_services._stop` can end its whole group), with the
-    `name`/`process`/`log()`/`stop()` of tests/services.Service but a working directory of our choosing."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path):
-        self.name = name
-        self.log_path = cwd / f"{name}.log"
-        self.process = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without the studio's settings (Django is set up in here), plus `extra`."""
     drop = ("STUDIO_", "DJANGO_", "DATABASE_URL", "MLFLOW_", "PYTHONPATH", "VIRTUAL_ENV")
@@ -209,7 +118,7 @@ def child_json(argv: list[str], env: dict[str, str], timeout: float) -> dict:
 
 
 # The studio ----------------------------------------------------------------------------------------------------
-def studio_once(stack: WebStack, points: int) -> tuple[dict, str]:
+def studio_once(stack: _services.Stack, points: int) -> tuple[dict, str]:
     import numpy as np
 
     from runs import tokens
@@ -260,7 +169,7 @@ def mlflow_python() -> Path:
     return python
 
 
-def start_mlflow(stack: WebStack, python: Path, workers: int | None) -> str:
+def start_mlflow(stack: _services.Stack, python: Path, workers: int | None) -> str:
     folder = stack.base / "mlflow"
     folder.mkdir()
     port = services.free_port()
@@ -269,7 +178,7 @@ def start_mlflow(stack: WebStack, python: Path, workers: int | None) -> str:
         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
         "--artifacts-destination", str(folder / "artifacts"),
     ] + ([] if workers is None else ["--workers", str(workers)])  # fmt: skip
-    server = ChildService("mlflow", argv, clean_env(), folder)
+    server = _services.ChildService("mlflow", argv, clean_env(), folder)
     stack.services.append(server)  # stopped (with its worker processes) by the stack on the way out
     url = f"http://127.0.0.1:{port}"
     import httpx
@@ -298,7 +207,7 @@ def mlflow_mode(python: Path, url: str, mode: str, points: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _services.parser(__doc__)
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=1, help="studio measurements (a fresh run each); median judged")
     parser.add_argument("--mlflow-sync-limit", type=float, default=600, metavar="SECONDS",
@@ -307,13 +216,11 @@ def main() -> int:
     parser.add_argument("--mlflow-workers", type=int, metavar="N",
                         help="mlflow server --workers (default: MLflow's own, 4)")  # fmt: skip
     parser.add_argument("--no-mlflow", action="store_true", help="measure the studio only")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (service logs, databases)")
-    args = parser.parse_args()
-    print(_services.reproduce_line("sdk_logging.py", sys.argv[1:]), flush=True)
+    args = _services.parse(parser, concurrency=False, keep="keep the temporary folder (service logs, databases)")
     n = args.points
     summary: list[str] = []
 
-    with WebStack(keep=args.keep) as stack:
+    with _services.Stack(keep=args.keep, worker=False) as stack:
         studio_times = []
         for _ in range(args.repeat):
             result, verdict = studio_once(stack, n)

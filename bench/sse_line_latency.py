@@ -7,7 +7,6 @@ The client connects right after the submit form's redirect, before the script st
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -45,13 +44,10 @@ def read_events(response):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _services.parser(__doc__)
     parser.add_argument("--lines", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=0.005, help="seconds between printed lines")
-    parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (service logs, database)")
-    args = parser.parse_args()
-    print(_services.reproduce_line("sse_line_latency.py", sys.argv[1:]), flush=True)
+    args = _services.parse(parser)
 
     script = SCRIPT_TEMPLATE.format(lines=args.lines, interval=args.interval).encode()
     latencies: dict[int, float] = {}

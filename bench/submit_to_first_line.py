@@ -8,10 +8,8 @@ Target: under 1 s.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,40 +23,28 @@ print("first line ran")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _services.parser(__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (service logs, database)")
-    args = parser.parse_args()
-    print(_services.reproduce_line("submit_to_first_line.py", sys.argv[1:]), flush=True)
+    args = _services.parse(parser)
 
-    results = []
     with _services.Stack(concurrency=args.concurrency, keep=args.keep) as stack:
         marks = stack.base / "marks"
         marks.mkdir()
         client = stack.client()
         token = stack.submit_form_token(client)
-        print(f"{'#':>3} {'total':>7} {'POST':>7} {'queued':>7} {'prepare':>8} {'spawn':>7} {'python':>7}  (seconds)")
-        for index in range(-args.warmup, args.runs):
+
+        def submit(index: int) -> int:
+            env_vars = f"BENCH_MARK={marks / f'mark-{index + args.warmup}'}"
+            return stack.post_run(client, token, SCRIPT, experiment="submit-latency", env_vars=env_vars)
+
+        def first_line(index: int, run_id: int) -> float | None:
             mark = marks / f"mark-{index + args.warmup}"
-            started = time.time()
-            run_id = stack.post_run(client, token, SCRIPT, experiment="submit-latency", env_vars=f"BENCH_MARK={mark}")
-            posted = time.time()
-            run = stack.wait_final(run_id)
-            if run.status != "Completed" or not mark.exists():
-                raise RuntimeError(f"run {run_id} ended {run.status}: {run.reason}\n{stack.log('worker')}")
-            first_line = float(mark.read_text())
-            t = _services.status_times(run_id)
-            total = first_line - started
-            row = (
-                f"{'w' if index < 0 else index + 1:>3} {total:7.3f} {posted - started:7.3f} "
-                f"{t['Preparing'] - t['Queued']:7.3f} {t['Starting'] - t['Preparing']:8.3f} "
-                f"{t['Running'] - t['Starting']:7.3f} {first_line - t['Running']:7.3f}"
-            )
-            print(row + ("  (warm-up, not counted)" if index < 0 else ""), flush=True)
-            if index >= 0:
-                results.append(total)
+            return float(mark.read_text()) if mark.exists() else None
+
+        results = _services.first_line_runs(
+            stack, warmup=args.warmup, runs=args.runs, submit=submit, first_line=first_line, launch="spawn"
+        )
 
     median = statistics.median(results)
     p90 = _services.percentile(results, 90)

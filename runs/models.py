@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from runs.fields import OrderedJSONField
 from studio.models import NAME_VALIDATOR, ComputeTarget, Workspace
 
 
@@ -312,7 +313,7 @@ class MetricEntry(models.Model):
 
     series = models.ForeignKey(MetricSeries, on_delete=models.CASCADE, related_name="entries")
     seq = models.PositiveIntegerField()
-    data = models.JSONField()
+    data = OrderedJSONField(help_text="The logged list, row, table or image record, with its keys in logged order.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
