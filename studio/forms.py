@@ -27,3 +27,7 @@ class WorkspaceForm(forms.ModelForm):
         model = Workspace
         fields = ["name", "description"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'laptop CLI'.")

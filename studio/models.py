@@ -123,3 +123,51 @@ class ComputeTarget(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ApiToken(models.Model):
+    """A personal access token for the REST API (`Authorization: Token <token>`); only its hash is kept."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(cls, user, name: str) -> tuple[ApiToken, str]:
+        """A new token and its secret text, which is shown once and never stored."""
+        import secrets
+
+        prefix, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, prefix=prefix, key_hash=_sha256(secret))
+        return token, f"stu_{prefix}_{secret}"
+
+    @classmethod
+    def authenticate(cls, text: str):
+        """The active user the token belongs to, or None."""
+        import hmac
+
+        from django.utils import timezone
+
+        parts = text.split("_", 2)
+        if len(parts) != 3 or parts[0] != "stu":
+            return None
+        token = cls.objects.select_related("user").filter(prefix=parts[1]).first()
+        if token is None or not token.user.is_active or not hmac.compare_digest(token.key_hash, _sha256(parts[2])):
+            return None
+        cls.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+        return token.user
+
+
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from runs import api as runs_api
 from studio import compute_views, views
 
 urlpatterns = [
@@ -21,4 +22,8 @@ urlpatterns = [
     path("w/<slug:workspace>/environments/", include("environments.urls")),
     path("w/<slug:workspace>/", include("runs.urls")),
     path("api/v1/runs/<int:run_id>/", include("runs.api_urls")),
+    path("api/v1/workspaces/<slug:workspace>/runs", runs_api.submit, name="api_submit_run"),
+    path("api/v1/workspaces/<slug:workspace>/runs/<int:run_id>", runs_api.detail, name="api_run_detail"),
+    path("account/tokens/", views.api_tokens, name="api_tokens"),
+    path("account/tokens/<int:token_id>/revoke/", views.revoke_api_token, name="revoke_api_token"),
 ]

@@ -9,8 +9,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from runs.models import Run
 from studio.access import get_owner_workspace_for_user, get_workspace_for_user
-from studio.forms import AddMemberForm, WorkspaceForm
-from studio.models import Membership, Role, Workspace
+from studio.forms import AddMemberForm, ApiTokenForm, WorkspaceForm
+from studio.models import ApiToken, Membership, Role, Workspace
 
 
 @require_GET
@@ -93,3 +93,25 @@ def remove_member(request, workspace: str, membership_id: int):
     if membership.user_id == request.user.pk:
         return redirect("home")
     return redirect("members", workspace=workspace)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def api_tokens(request):
+    """Personal API tokens: a new one is shown once, right after it is made."""
+    form = ApiTokenForm(request.POST or None)
+    secret = None
+    if request.method == "POST" and form.is_valid():
+        _token, secret = ApiToken.issue(request.user, form.cleaned_data["name"])
+    tokens = ApiToken.objects.filter(user=request.user)
+    return render(request, "studio/api_tokens.html", {"tokens": tokens, "form": form, "secret": secret},
+                  status=400 if form.errors else 200)
+
+
+@require_POST
+@login_required
+def revoke_api_token(request, token_id: int):
+    token = get_object_or_404(ApiToken, pk=token_id, user=request.user)
+    token.delete()
+    messages.success(request, f"Token {token.name} revoked: it no longer works.")
+    return redirect("api_tokens")
