@@ -12,7 +12,6 @@ from django.urls import reverse
 
 from runs.forms import SubmitRunForm
 from runs.models import Run
-from runs.submission import submit_run
 from studio.api_auth import ApiDenied, api_view
 
 
@@ -51,14 +50,7 @@ def submit(request, membership):
         if not form.is_valid():
             errors = {field: [str(e) for e in messages] for field, messages in form.errors.items()}
             return JsonResponse({"errors": errors}, status=400)
-        data = form.cleaned_data
-        run = submit_run(
-            membership.workspace, request.user, experiment_name=data["experiment"], staged=form.staged,
-            entry_script=data["entry_script"], compute_target=data["compute_target"], arguments=data["arguments"],
-            env_vars=data["env_vars"], max_duration_seconds=data["max_duration_seconds"],
-            display_name=data["display_name"], tags=data["tags"], environment=data["environment"],
-            packages=data["packages"], resources=form.resources(),
-        )
+        run = form.submit(request.user)
     finally:
         form.discard()
     run = Run.objects.select_related("experiment", "compute_target", "environment", "workspace").get(pk=run.pk)

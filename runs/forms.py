@@ -165,6 +165,19 @@ class SubmitRunForm(forms.Form):
 
         return "\n".join(package_lines(self.cleaned_data["packages"]))
 
+    def submit(self, user):
+        """Submit the validated run (the form's staged snapshot becomes the run's snapshot)."""
+        from runs.submission import submit_run
+
+        data = self.cleaned_data
+        return submit_run(
+            self.workspace, user, experiment_name=data["experiment"], staged=self.staged,
+            entry_script=data["entry_script"], compute_target=data["compute_target"], arguments=data["arguments"],
+            env_vars=data["env_vars"], max_duration_seconds=data["max_duration_seconds"],
+            display_name=data["display_name"], tags=data["tags"], environment=data["environment"],
+            packages=data["packages"], resources=self.resources(),
+        )
+
     def resources(self) -> dict:
         data = self.cleaned_data
         return {key: data[key] for key in ("cpu_limit", "memory_limit_mb", "gpus") if data.get(key) not in (None, "")}

@@ -18,7 +18,6 @@ from runs import logs, runs_table, snapshots, storage
 from runs.downloads import file_response
 from runs.forms import ArchiveForm, ExperimentListForm, RunFilterForm, SubmitRunForm
 from runs.models import Experiment, Run, RunStatus
-from runs.submission import submit_run
 from studio.access import get_rw_workspace_for_user, get_workspace_for_user
 
 PAGE_SIZE = 50
@@ -127,23 +126,7 @@ def run_submit(request, workspace: str):
     if request.method == "POST":
         try:
             if form.is_valid():
-                data = form.cleaned_data
-                run = submit_run(
-                    access.workspace,
-                    request.user,
-                    experiment_name=data["experiment"],
-                    staged=form.staged,
-                    entry_script=data["entry_script"],
-                    compute_target=data["compute_target"],
-                    arguments=data["arguments"],
-                    env_vars=data["env_vars"],
-                    max_duration_seconds=data["max_duration_seconds"],
-                    display_name=data["display_name"],
-                    tags=data["tags"],
-                    environment=data["environment"],
-                    packages=data["packages"],
-                    resources=form.resources(),
-                )
+                run = form.submit(request.user)
                 return redirect("run_detail", workspace=workspace, run_id=run.pk)
         finally:
             form.discard()
