@@ -10,6 +10,7 @@ import functools
 import html
 import io
 import os
+import shutil
 import zipfile
 from pathlib import Path
 from urllib.parse import quote
@@ -201,3 +202,50 @@ def text(response) -> str:
 def assert_sent_to_sign_in(response, path: str) -> None:
     assert response.status_code == 302
     assert response.url == f"{reverse('login')}?next={quote(path)}"
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium_path() -> str | None:
+    if os.path.isfile("/usr/bin/chromium"):
+        return "/usr/bin/chromium"
+    return shutil.which("chromium")
+
+
+def _skip(reason: str):
+    print(f"SKIP: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser():
+    """Debian's headless Chromium driven by playwright; skipped, saying why, when it is missing or won't start."""
+    executable = _chromium_path()
+    if executable is None:
+        _skip("no Chromium at /usr/bin/chromium or on PATH (apt-get install chromium)")
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError as exc:
+        _skip(f"playwright is not installed: {exc}")
+    manager = sync_playwright().start()
+    try:
+        try:
+            instance = manager.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        except Error as exc:
+            _skip(f"playwright could not launch {executable}: {str(exc).splitlines()[0]}")
+        try:
+            yield instance
+        finally:
+            instance.close()
+    finally:
+        manager.stop()

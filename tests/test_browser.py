@@ -7,7 +7,6 @@ installed or playwright cannot launch it.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -18,16 +17,6 @@ from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "train.py"
 BADGE = "#run-summary .badge"
 
@@ -37,39 +26,6 @@ PAGE_STATE = """() => {
   const badge = document.querySelector('#run-summary .badge');
   return [!!console && console.textContent.includes('epoch   1'), badge ? badge.dataset.status : null];
 }"""
-
-
-def _chromium_path() -> str | None:
-    if Path("/usr/bin/chromium").is_file():
-        return "/usr/bin/chromium"
-    return shutil.which("chromium")
-
-
-@pytest.fixture
-def browser():
-    executable = _chromium_path()
-    if executable is None:
-        print("SKIP: no Chromium at /usr/bin/chromium or on PATH (apt-get install chromium)")
-        pytest.skip("no Chromium at /usr/bin/chromium or on PATH (apt-get install chromium)")
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError as exc:
-        print(f"SKIP: playwright is not installed: {exc}")
-        pytest.skip(f"playwright is not installed: {exc}")
-    manager = sync_playwright().start()
-    try:
-        try:
-            instance = manager.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        except Error as exc:
-            reason = f"playwright could not launch {executable}: {str(exc).splitlines()[0]}"
-            print(f"SKIP: {reason}")
-            pytest.skip(reason)
-        try:
-            yield instance
-        finally:
-            instance.close()
-    finally:
-        manager.stop()
 
 
 def test_a_contributor_submits_the_example_and_watches_it_live_until_its_model_is_stored(

@@ -8,9 +8,7 @@ reason, when Chromium is not installed or playwright cannot launch it.
 from __future__ import annotations
 
 import math
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,46 +18,7 @@ from tests.conftest import PASSWORD, make_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DRAWN = "#metrics .js-plotly-plot .scatterlayer .trace path"
-
-
-def _chromium_path() -> str | None:
-    if Path("/usr/bin/chromium").is_file():
-        return "/usr/bin/chromium"
-    return shutil.which("chromium")
-
-
-@pytest.fixture
-def browser():
-    executable = _chromium_path()
-    if executable is None:
-        pytest.skip("no Chromium at /usr/bin/chromium or on PATH (apt-get install chromium)")
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError as exc:
-        pytest.skip(f"playwright is not installed: {exc}")
-    manager = sync_playwright().start()
-    try:
-        try:
-            instance = manager.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        except Error as exc:
-            pytest.skip(f"playwright could not launch {executable}: {str(exc).splitlines()[0]}")
-        try:
-            yield instance
-        finally:
-            instance.close()
-    finally:
-        manager.stop()
 
 
 def finished_run_with_metrics(workspace, user) -> Run:
