@@ -42,7 +42,7 @@ def make_series(run, name: str, points: int, *, seed: int) -> tuple[int, float]:
         if start <= spike < start + len(steps):
             values[spike - start] = SPIKE_VALUE
         times = t0 + steps * 0.001
-        metrics.append_scalars(run, name, list(zip(steps.tolist(), values.tolist(), times.tolist(), strict=True)))
+        metrics.append_scalars(run, name, steps, values, times)
     return spike, time.perf_counter() - started
 
 

@@ -18,12 +18,15 @@ import time
 from pathlib import Path
 
 import docker
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from environments.models import BuildStatus, Environment, EnvironmentImage
-from runs import live
+from studio import live
+from studio.console import ConsoleSink, clean_line
+from studio.docker_engine import EngineError, build_client
 
 logger = logging.getLogger(__name__)
 STEP = re.compile(r"^Step \d+/\d+ : ")
@@ -39,13 +42,6 @@ def stream_key(image_id: int) -> str:
 
 def log_path(image: EnvironmentImage) -> Path:
     return Path(settings.DATA_DIR) / "builds" / str(image.pk) / "build.log"
-
-
-def build_client() -> docker.DockerClient:
-    """The engine builds run on: STUDIO_BUILD_DOCKER_URL, else the environment's usual DOCKER_HOST or local socket."""
-    if settings.STUDIO_BUILD_DOCKER_URL:
-        return docker.DockerClient(base_url=settings.STUDIO_BUILD_DOCKER_URL, timeout=settings.STUDIO_BUILD_TIMEOUT_SECONDS)
-    return docker.from_env(timeout=settings.STUDIO_BUILD_TIMEOUT_SECONDS)
 
 
 def ensure_image(environment: Environment, *, enqueue: bool = True) -> EnvironmentImage | None:
@@ -75,9 +71,7 @@ def rebuild(image: EnvironmentImage) -> bool:
 
 
 def _enqueue(image_id: int) -> None:
-    from environments.tasks import build_image
-
-    build_image.apply_async(args=[image_id], queue="builds")
+    current_app.send_task("environments.tasks.build_image", args=[image_id], queue="builds")
 
 
 class ImageBuild:
@@ -99,8 +93,9 @@ class ImageBuild:
         live.append_status(self.key, BuildStatus.BUILDING)
         self.failed_step, self.lines = "", []
         try:
-            built, frozen = self.build_with(build_client())
-        except (BuildError, docker.errors.DockerException, OSError) as error:
+            with build_client(timeout=settings.STUDIO_BUILD_TIMEOUT_SECONDS) as client:
+                built, frozen = self.build_with(client)
+        except (BuildError, EngineError, docker.errors.DockerException, OSError) as error:
             self._fail(self.failed_step, self.lines, error)
             return
         self.image.transition(
@@ -122,20 +117,23 @@ class ImageBuild:
         if auth:
             client.login(**auth)
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "w", encoding="utf-8") as log:
-            for line in self._build(client, dockerfile, definition.all_pip_packages):
+        self.log.write_bytes(b"")  # a rebuild starts a fresh log
+        sink = ConsoleSink(self.key, self.log)
+        try:
+            for source, line in self._build(client, dockerfile, definition.all_pip_packages):
                 if STEP.match(line):
                     self.failed_step, self.lines = line, []
                 self.lines.append(line)
-                log.write(line + "\n")
-                log.flush()
+                sink.feed(source, line.encode() + b"\n")
+        finally:
+            sink.close()
         built = client.images.get(self.image.name)
         frozen = client.containers.run(self.image.name, ["cat", "/opt/studio/venv/frozen.txt"], remove=True,
                                        network_disabled=True)
         return built, frozen
 
     def _build(self, client, dockerfile: str, packages: list[str]):
-        """Yield the build's output lines as they come; raise BuildError at the first error."""
+        """Yield the build's output as (source, line) as it comes; raise BuildError after the first error line."""
         context = io.BytesIO()
         with tarfile.open(fileobj=context, mode="w") as archive:
             _add(archive, "Dockerfile", dockerfile.encode())
@@ -151,24 +149,16 @@ class ImageBuild:
             nocache=self.image.build_count > 1,  # a rebuild resolves unpinned packages anew
             labels={"studio.definition_hash": self.image.definition_hash},
         )
-        pending: list[tuple[str, str]] = []
-        last_publish = time.monotonic()
         for chunk in stream:
             if "error" in chunk:
-                message = chunk.get("error", "").strip()
-                live.append_lines(self.key, [*pending, ("err", message)])
-                yield message
+                message = clean_line(chunk.get("error", "").strip().encode())
+                yield "err", message
                 raise BuildError(message)
             text = chunk.get("stream") or chunk.get("status") or ""
             for line in text.splitlines():
-                clean = live.clean_line(line.encode())
+                clean = clean_line(line.encode())
                 if clean.strip():
-                    pending.append(("out", clean))
-                    yield clean
-            if pending and (len(pending) > 50 or time.monotonic() - last_publish > 0.1):
-                live.append_lines(self.key, pending)
-                pending, last_publish = [], time.monotonic()
-        live.append_lines(self.key, pending)
+                    yield "out", clean
 
     def _fail(self, step: str, lines: list[str], error: Exception) -> None:
         tail = "\n".join(lines[-30:])

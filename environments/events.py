@@ -1,6 +1,6 @@
-"""Server-sent events for an image page: the build's log lines and status changes from its Redis stream.
+"""Server-sent events for an image page: the build's log lines and status changes from its live stream.
 
-Same entry format and helpers as a run's stream (runs/events.py). One difference: an image can be built more than
+Same entry format and helpers as every live stream (`studio/sse.py`). One difference: an image can be built more than
 once (a rebuild), and its stream still holds the earlier build's final status. A fresh connection therefore starts at
 the current build's `Queued` entry, so an old `Succeeded` never ends the live view of a new build.
 """
@@ -14,10 +14,10 @@ from django.http import HttpResponse
 from django.views.decorators.http import require_GET
 
 from environments import builds
+from environments.access import get_image_for_user
 from environments.models import BuildStatus, EnvironmentImage
-from environments.views import get_image_for_user
-from runs.events import event_stream, sse_response, valid_last_event_id
 from studio.redis_client import get_async_redis
+from studio.sse import event_stream, sse_response, valid_last_event_id
 
 FINAL_STATES = (BuildStatus.SUCCEEDED.value, BuildStatus.FAILED.value)
 SCAN_ENTRIES = 2000  # how far back to look for the current build's start
@@ -45,6 +45,22 @@ async def current_build_start(key: str) -> str | None:
         await client.aclose()
 
 
+def image_stream_response(image: EnvironmentImage, last_id: str | None):
+    """The SSE response of an image's build (pages and the API); a fresh connection starts at the current build."""
+    key = builds.stream_key(image.pk)
+
+    @sync_to_async
+    def is_final() -> bool:
+        return EnvironmentImage.objects.filter(pk=image.pk, status__in=FINAL_STATES).exists()
+
+    async def stream():
+        start = last_id if last_id is not None else await current_build_start(key)
+        async for message in event_stream(key, start, is_final, final_states=FINAL_STATES):
+            yield message
+
+    return sse_response(stream())
+
+
 @require_GET
 @login_required
 async def image_events(request, workspace: str, image_id: int):
@@ -54,12 +70,4 @@ async def image_events(request, workspace: str, image_id: int):
         last_id = valid_last_event_id(request)
     except ValueError as error:
         return HttpResponse(str(error), status=400)
-    key = builds.stream_key(image.pk)
-    if last_id is None:
-        last_id = await current_build_start(key)
-
-    @sync_to_async
-    def is_final() -> bool:
-        return EnvironmentImage.objects.filter(pk=image.pk, status__in=FINAL_STATES).exists()
-
-    return sse_response(event_stream(key, last_id, is_final, final_states=FINAL_STATES))
+    return image_stream_response(image, last_id)

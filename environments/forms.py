@@ -13,8 +13,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from environments import definition as definitions
-from environments.models import CURATED_PREFIX, ENV_NAME_VALIDATOR, Environment, EnvironmentKind
-from runs.forms import parse_env_vars
+from environments.models import CURATED_PREFIX, ENV_NAME_VALIDATOR, Environment, EnvironmentKind, is_reserved_name
+from studio.parsing import parse_env_vars
 
 RESERVED_MESSAGE = f"Names starting with {CURATED_PREFIX} are reserved for curated environments: save it under another name."
 # Path segments the environment pages use themselves (`new/`, `images/<id>/`): no environment may be called so.
@@ -24,10 +24,6 @@ FROM_LINE = re.compile(r"^\s*FROM\s+\S+", re.I | re.M)
 DIFF = re.compile(r"^(\d{1,9})\.\.(\d{1,9})$")
 TEXT_LIMIT = 65_536
 STORED_PASSWORD_HELP = "A password is stored; leave empty to keep it."
-
-
-def is_reserved_name(name: str) -> bool:
-    return name.lower().startswith(CURATED_PREFIX.lower())
 
 
 def env_vars_text(env_vars: dict[str, str]) -> str:
@@ -216,10 +212,9 @@ class EnvironmentForm(forms.Form):
 
 
 class DetailQueryForm(forms.Form):
-    """`?diff=<a>..<b>` compares two versions; `?part=image` is the image card alone (htmx polling)."""
+    """`?diff=<a>..<b>` compares two versions."""
 
     diff = forms.CharField(required=False, max_length=32)
-    part = forms.ChoiceField(required=False, choices=[("", ""), ("image", "image")])
 
     def clean_diff(self) -> tuple[int, int] | None:
         value = self.cleaned_data["diff"].strip()
@@ -231,14 +226,3 @@ class DetailQueryForm(forms.Form):
         return int(match.group(1)), int(match.group(2))
 
 
-class ImageQueryForm(forms.Form):
-    part = forms.ChoiceField(required=False, choices=[("", ""), ("summary", "summary")])
-
-
-class LogQueryForm(forms.Form):
-    offset = forms.IntegerField(required=False, min_value=0)
-    download = forms.BooleanField(required=False)
-
-
-def query_errors(form: forms.Form) -> str:
-    return "; ".join(f"{key}: {' '.join(errors)}" for key, errors in form.errors.items())

@@ -8,13 +8,18 @@ from django.db import models, transaction
 from django.db.models import Max, Q
 
 from environments import definition as definitions
-from environments.crypto import decrypt, encrypt
+from studio.crypto import decrypt, encrypt
 from studio.models import Workspace
 
 ENV_NAME_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$", "Use 1-255 letters, digits, '-', '_' or '.', starting with a letter or digit."
 )
 CURATED_PREFIX = "Studio-"
+
+
+def is_reserved_name(name: str) -> bool:
+    """Names of curated environments: no workspace may use them."""
+    return name.lower().startswith(CURATED_PREFIX.lower())
 
 
 class EnvironmentKind(models.TextChoices):

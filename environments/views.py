@@ -13,29 +13,21 @@ import re
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import BadRequest
 from django.db import transaction
-from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
 from environments import builds
+from environments.access import find_environment, get_image_for_user, versions_using
 from environments.definition import DefinitionError
-from environments.forms import (
-    DetailQueryForm,
-    EnvironmentForm,
-    ImageQueryForm,
-    LogQueryForm,
-    env_vars_text,
-    is_reserved_name,
-    query_errors,
-)
+from environments.forms import DetailQueryForm, EnvironmentForm, env_vars_text
 from environments.models import BuildStatus, Environment, EnvironmentImage
-from runs import logs
-from runs.downloads import file_response
+from studio import console
 from studio.access import Access, get_rw_workspace_for_user, get_workspace_for_user
+from studio.downloads import file_response
+from studio.forms import LogQueryForm, valid_query
 
 KIND_LABELS = {"user": "User-managed", "system": "System-managed", "curated": "Curated"}
 REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -47,48 +39,6 @@ def _access(request, workspace: str) -> Access:
     if request.method == "POST":
         return get_rw_workspace_for_user(request, workspace)
     return get_workspace_for_user(request, workspace)
-
-
-def _visible(access: Access) -> Q:
-    return Q(workspace=access.workspace) | Q(workspace__isnull=True)
-
-
-def _get_environment(access: Access, name: str, version: int | None = None) -> Environment:
-    """A named version (the latest when `version` is None) of the workspace's environments or the curated ones."""
-    own = Environment.objects.filter(workspace=access.workspace, name=name, anonymous=False)
-    curated = Environment.objects.filter(workspace__isnull=True, name=name, anonymous=False)
-    first, second = (curated, own) if is_reserved_name(name) else (own, curated)
-    versions = first if first.exists() else second
-    versions = versions.select_related("created_by", "workspace")
-    env = versions.order_by("-version").first() if version is None else versions.filter(version=version).first()
-    if env is None:
-        raise Http404("No such environment version.")
-    return env
-
-
-def _versions_using(access: Access, definition_hash: str):
-    """The named environment versions of this workspace and the curated ones with this definition."""
-    return (
-        Environment.objects.filter(_visible(access), definition_hash=definition_hash, anonymous=False)
-        .select_related("workspace", "created_by")
-        .order_by("workspace_id", "name", "-version")
-    )
-
-
-def get_image_for_user(request, workspace: str, image_id: int, *, write: bool = False) -> tuple[Access, EnvironmentImage]:
-    """The image, when an environment of the workspace (or a curated one) uses it; else 404 as if it did not exist."""
-    access = get_rw_workspace_for_user(request, workspace) if write else get_workspace_for_user(request, workspace)
-    image = EnvironmentImage.objects.filter(pk=image_id).first()
-    if image is None or not Environment.objects.filter(_visible(access), definition_hash=image.definition_hash).exists():
-        raise Http404("No such image.")
-    return access, image
-
-
-def _valid_query(form_class, request) -> dict:
-    form = form_class(request.GET)
-    if not form.is_valid():
-        raise BadRequest(query_errors(form))
-    return form.cleaned_data
 
 
 # Presenting a definition ------------------------------------------------------------------------------------------
@@ -159,7 +109,7 @@ def _unpinned(definition, image: EnvironmentImage | None) -> list[tuple[str, str
 
 
 def _image_message(access: Access, image: EnvironmentImage, existed: bool) -> tuple[int, str]:
-    shared = _versions_using(access, image.definition_hash).count()
+    shared = versions_using(access, image.definition_hash).count()
     versions = f"shared with {shared} environment version{'s' if shared != 1 else ''}"
     if not existed:
         return messages.INFO, "Image build queued: follow it on the image page."
@@ -221,12 +171,12 @@ def _render_form(request, access: Access, form: EnvironmentForm, *, title: str, 
 @login_required
 def environment_detail(request, workspace: str, name: str, version: int | None = None):
     access = get_workspace_for_user(request, workspace)
-    env = _get_environment(access, name, version)
-    query = _valid_query(DetailQueryForm, request)
+    env = find_environment(access, name, version)
+    query = valid_query(DetailQueryForm, request)
     image = EnvironmentImage.objects.filter(definition_hash=env.definition_hash).first() if env.needs_image else None
     context = {"access": access, "workspace": access.workspace, "env": env, "image": image,
-               "shared_count": _versions_using(access, env.definition_hash).count()}
-    if query["part"] == "image":
+               "shared_count": versions_using(access, env.definition_hash).count()}
+    if request.htmx and request.htmx.target == "image-card":
         response = render(request, "environments/environment_detail.html#image-card", context)
         if image is None or image.is_final:
             response.status_code = HTMX_STOP_POLLING
@@ -260,7 +210,7 @@ def environment_detail(request, workspace: str, name: str, version: int | None =
 def environment_edit(request, workspace: str, name: str, version: int | None = None):
     """The form prefilled from a version (the latest by default); saving makes the next version."""
     access = _access(request, workspace)
-    source = _get_environment(access, name, version)
+    source = find_environment(access, name, version)
     if source.is_curated:
         messages.info(request, "A curated environment never changes: save a copy of it under a new name instead.")
         return redirect("environment_version_save_as", workspace=workspace, name=source.name, version=source.version)
@@ -276,7 +226,7 @@ def environment_edit(request, workspace: str, name: str, version: int | None = N
 def environment_save_as(request, workspace: str, name: str, version: int | None = None):
     """A copy of a version (a curated one too) under a new name, as version 1 of a new environment."""
     access = _access(request, workspace)
-    source = _get_environment(access, name, version)
+    source = find_environment(access, name, version)
     form = EnvironmentForm(request.POST or None, workspace=access.workspace, mode="save_as", source=source)
     if request.method == "POST" and form.is_valid():
         env = _save_version(request, access, form)
@@ -289,7 +239,7 @@ def environment_save_as(request, workspace: str, name: str, version: int | None 
 def environment_build(request, workspace: str, name: str, version: int):
     """Build the image of a version that has none yet (a curated one, say); an existing image is left as it is."""
     access = get_rw_workspace_for_user(request, workspace)
-    env = _get_environment(access, name, version)
+    env = find_environment(access, name, version)
     if not env.needs_image:
         messages.info(request, "A user-managed environment has no image: runs use its interpreter as it is.")
         return redirect("environment_version", workspace=workspace, name=env.name, version=env.version)
@@ -306,18 +256,17 @@ def environment_build(request, workspace: str, name: str, version: int):
 @login_required
 def image_detail(request, workspace: str, image_id: int):
     access, image = get_image_for_user(request, workspace, image_id)
-    query = _valid_query(ImageQueryForm, request)
     context = {
         "access": access, "workspace": access.workspace, "image": image,
         "waited": image.started_at - image.queued_at if image.started_at else None,
         "took": image.ended_at - image.started_at if image.ended_at and image.started_at else None,
     }
-    if query["part"] == "summary":
+    if request.htmx and request.htmx.target == "image-summary":
         response = render(request, "environments/image_detail.html#image-summary", context)
         if image.is_final:
             response.status_code = HTMX_STOP_POLLING
         return response
-    versions = list(_versions_using(access, image.definition_hash))
+    versions = list(versions_using(access, image.definition_hash))
     anonymous = Environment.objects.filter(workspace=access.workspace, definition_hash=image.definition_hash, anonymous=True).count()
     dockerfile = image.dockerfile
     if not dockerfile and versions:
@@ -328,8 +277,8 @@ def image_detail(request, workspace: str, image_id: int):
     context.update(versions=versions, anonymous_count=anonymous, dockerfile=dockerfile)
     if image.is_final:
         path = builds.log_path(image)
-        context["log_lines"], context["log_truncated"] = logs.tail(path)
-        context["log_size"] = logs.size(path)
+        context["log_lines"], context["log_truncated"] = console.tail(path)
+        context["log_size"] = console.size(path)
     return render(request, "environments/image_detail.html", context)
 
 
@@ -349,10 +298,10 @@ def image_rebuild(request, workspace: str, image_id: int):
 def image_log(request, workspace: str, image_id: int):
     """The full build log as text; with ?offset=N, JSON lines from that byte on (the polling fallback)."""
     _, image = get_image_for_user(request, workspace, image_id)
-    query = _valid_query(LogQueryForm, request)
+    query = valid_query(LogQueryForm, request)
     path = builds.log_path(image)
     if query["offset"] is not None:
-        lines, next_offset = logs.chunk(path, query["offset"])
+        lines, next_offset = console.chunk(path, query["offset"])
         return JsonResponse({"lines": lines, "next_offset": next_offset, "status": image.status, "final": image.is_final})
     if not path.is_file():
         return HttpResponse("", content_type="text/plain; charset=utf-8")

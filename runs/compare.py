@@ -12,56 +12,22 @@ import math
 import shlex
 from dataclasses import dataclass
 
-from django import forms
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
-from django.http import HttpResponseBadRequest, HttpResponseNotFound
-from django.shortcuts import get_object_or_404, render
+from django.core.exceptions import BadRequest
+from django.http import Http404
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from runs.access import get_experiment_for_user
+from runs.forms import CompareForm
 from runs.metrics import read_scalars
-from runs.models import Experiment, MetricKind, MetricSeries, Run
-from studio.access import get_workspace_for_user
+from runs.models import MetricKind, MetricSeries, Run
+from studio.forms import valid_query
 
-MIN_RUNS = 2
-MAX_RUNS = 10
-MAX_METRICS = 8
 DEFAULT_METRICS = 4
 SYSTEM_PREFIX = "sys/"
 # One colour per run, the same in every chart and in the table (Plotly's default colourway).
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-
-
-class CompareForm(forms.Form):
-    """The compare page's query string. `run` and `metric` repeat; run ids keep their order, repeats dropped."""
-
-    run = forms.Field(widget=forms.MultipleHiddenInput)
-    metric = forms.Field(required=False, widget=forms.MultipleHiddenInput)
-    target = forms.CharField(required=False, max_length=255)
-
-    def clean_run(self) -> list[int]:
-        ids = []
-        for text in self.cleaned_data["run"]:
-            try:
-                run_id = int(text)
-            except ValueError:
-                raise ValidationError(f"{text[:40]!r} is not a run id (a whole number).") from None
-            if run_id < 1:
-                raise ValidationError(f"{run_id} is not a run id.")
-            ids.append(run_id)
-        ids = list(dict.fromkeys(ids))
-        if not MIN_RUNS <= len(ids) <= MAX_RUNS:
-            raise ValidationError(f"Choose {MIN_RUNS} to {MAX_RUNS} different runs to compare (got {len(ids)}).")
-        return ids
-
-    def clean_metric(self) -> list[str] | None:
-        names = list(dict.fromkeys(name for name in self.cleaned_data["metric"] or [] if name))
-        if len(names) > MAX_METRICS:
-            raise ValidationError(f"Choose at most {MAX_METRICS} metrics.")
-        return names or None
-
-    def error_message(self) -> str:
-        return "; ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())
 
 
 # --- Reading the runs' arguments ------------------------------------------------------------------------------
@@ -205,35 +171,27 @@ def default_metrics(names_per_run: list[set[str]]) -> list[str]:
 # --- The view -------------------------------------------------------------------------------------------------
 
 
-def _plain(response_class, message: str):
-    return response_class(message, content_type="text/plain; charset=utf-8")
-
-
 @require_GET
 @login_required
 def compare_runs(request, workspace: str, name: str):
-    access = get_workspace_for_user(request, workspace)
-    experiment = get_object_or_404(Experiment, workspace=access.workspace, name=name)
-    form = CompareForm(request.GET)
-    if not form.is_valid():
-        return _plain(HttpResponseBadRequest, form.error_message())
-    ids = form.cleaned_data["run"]
+    access, experiment = get_experiment_for_user(request, workspace, name)
+    query = valid_query(CompareForm, request)
+    ids = query["run"]
     by_id = Run.objects.filter(experiment=experiment).select_related("compute_target").in_bulk(ids)
     unknown = [str(run_id) for run_id in ids if run_id not in by_id]
     if unknown:
-        return _plain(HttpResponseNotFound, f"No run {', '.join(unknown)} in experiment {experiment.name}: "
-                                            "compare runs of the same experiment.")
+        raise Http404(f"No run {', '.join(unknown)} in experiment {experiment.name}: compare runs of the same experiment.")
     runs = [by_id[run_id] for run_id in ids]
     scalars = MetricSeries.objects.filter(run__in=ids, kind=MetricKind.SCALAR).order_by("name")
     series = {(found.run_id, found.name): found for found in scalars}
     names_per_run = [{metric for run_id, metric in series if run_id == run.pk} for run in runs]
     all_names = sorted(set().union(*names_per_run))
-    metrics = form.cleaned_data["metric"] or default_metrics(names_per_run)
-    target = form.cleaned_data["target"] or (metrics[0] if metrics else "")
+    metrics = query["metric"] or default_metrics(names_per_run)
+    target = query["target"] or (metrics[0] if metrics else "")
     unknown = [metric for metric in [*metrics, target] if metric and metric not in all_names]
     if unknown:
-        return _plain(HttpResponseBadRequest, f"None of these runs logged a scalar metric named {unknown[0]!r}; "
-                                              f"their metrics: {', '.join(all_names) or 'none'}.")
+        raise BadRequest(f"None of these runs logged a scalar metric named {unknown[0]!r}; "
+                         f"their metrics: {', '.join(all_names) or 'none'}.")
     colors = {run.pk: COLORS[index % len(COLORS)] for index, run in enumerate(runs)}
     data = {
         "runs": [{"id": run.pk, "label": _label(run), "color": colors[run.pk]} for run in runs],

@@ -3,80 +3,21 @@
 from __future__ import annotations
 
 import posixpath
-import re
-import shlex
 
 from django import forms
 from django.core.exceptions import ValidationError
 
-from runs import runs_table, snapshots
+from environments.definition import package_lines
+from environments.models import Environment
+from runs import metrics, runs_table, snapshots
 from runs.models import RunStatus
+from runs.submission import submit_run
+from studio.forms import strict_boolean
 from studio.models import NAME_VALIDATOR, ComputeTarget
+from studio.parsing import TAG_KEY, parse_arguments, parse_env_vars, parse_tags
+from studio.text import no_bidi_validator
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
-MAX_ENV_VARS = 200
-MAX_TAGS = 50
 MAX_DURATION = 30 * 24 * 3600
-
-
-def parse_arguments(text: str) -> list[str]:
-    """Split like a POSIX shell would (quotes, escapes); nothing is ever run through a shell."""
-    try:
-        return shlex.split(text, posix=True)
-    except ValueError as exc:
-        raise ValidationError(f"Could not split the arguments: {exc} (check the quotes).") from None
-
-
-def _key_value_lines(text: str, what: str):
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        yield number, key.strip(), sep, value
-
-
-def parse_env_vars(text: str) -> dict[str, str]:
-    """`KEY=VALUE` lines; blank lines and `#` comments are skipped."""
-    result: dict[str, str] = {}
-    errors = []
-    for number, key, sep, value in _key_value_lines(text, "variable"):
-        if not sep:
-            errors.append(f"Line {number}: write KEY=VALUE.")
-        elif not ENV_NAME.match(key):
-            errors.append(f"Line {number}: {key!r} is not a valid name (letters, digits and _, not starting with a digit).")
-        elif key.upper().startswith("STUDIO_"):
-            errors.append(f"Line {number}: names starting with STUDIO_ are reserved for the studio.")
-        elif key in result:
-            errors.append(f"Line {number}: {key} is set twice.")
-        elif "\x00" in value:
-            errors.append(f"Line {number}: values cannot hold NUL characters.")
-        else:
-            result[key] = value
-    if len(result) > MAX_ENV_VARS:
-        errors.append(f"At most {MAX_ENV_VARS} variables.")
-    if errors:
-        raise ValidationError(errors)
-    return result
-
-
-def parse_tags(text: str) -> dict[str, str]:
-    """`key=value` or `key` lines."""
-    result: dict[str, str] = {}
-    errors = []
-    for number, key, _sep, value in _key_value_lines(text, "tag"):
-        if not TAG_KEY.match(key):
-            errors.append(f"Line {number}: tag keys are 1-128 letters, digits or _ . : / -.")
-        elif len(value) > 1024:
-            errors.append(f"Line {number}: tag values are at most 1,024 characters.")
-        else:
-            result[key] = value.strip()
-    if len(result) > MAX_TAGS:
-        errors.append(f"At most {MAX_TAGS} tags.")
-    if errors:
-        raise ValidationError(errors)
-    return result
 
 
 def normalize_entry_script(path: str) -> str:
@@ -109,7 +50,7 @@ class SubmitRunForm(forms.Form):
     max_duration_seconds = forms.IntegerField(
         label="Maximum duration (seconds)", required=False, min_value=1, max_value=MAX_DURATION
     )
-    display_name = forms.CharField(max_length=255, required=False)
+    display_name = forms.CharField(max_length=255, required=False, validators=[no_bidi_validator])
     tags = forms.CharField(required=False, max_length=65536, widget=forms.Textarea(attrs={"rows": 2}), help_text="key=value per line.")
     environment = forms.CharField(
         required=False, max_length=300, widget=forms.TextInput(attrs={"list": "environment-names", "autocomplete": "off"}),
@@ -143,8 +84,6 @@ class SubmitRunForm(forms.Form):
         return parse_tags(self.cleaned_data["tags"])
 
     def clean_environment(self):
-        from environments.models import Environment
-
         text = self.cleaned_data["environment"].strip()
         if not text:
             return None
@@ -161,14 +100,10 @@ class SubmitRunForm(forms.Form):
         return found
 
     def clean_packages(self) -> str:
-        from environments.definition import package_lines
-
         return "\n".join(package_lines(self.cleaned_data["packages"]))
 
     def submit(self, user):
         """Submit the validated run (the form's staged snapshot becomes the run's snapshot)."""
-        from runs.submission import submit_run
-
         data = self.cleaned_data
         return submit_run(
             self.workspace, user, experiment_name=data["experiment"], staged=self.staged,
@@ -312,26 +247,15 @@ class RunFilterForm(forms.Form):
             raise ValidationError(f"{cursors[0]} pages by run id; with sort={sort}, use below or above.")
         return cleaned
 
-    @property
-    def filters(self) -> runs_table.Filters:
-        data = self.cleaned_data
+    @staticmethod
+    def filters_of(data: dict) -> runs_table.Filters:
+        """The filters of a valid query (its cleaned data)."""
         return runs_table.Filters(status=data["status"], tags=data["tag"], ranges=data["range"])
 
-    def error_message(self) -> str:
-        """All errors as one line a person can act on."""
-        parts = []
-        for name, errors in self.errors.items():
-            text = " ".join(errors)
-            parts.append(text if name == "__all__" else f"{name}: {text}")
-        return " ".join(parts)
 
-
-def strict_boolean(**kwargs) -> forms.TypedChoiceField:
-    """A yes/no value that refuses anything else (a BooleanField takes any string as yes)."""
-    choices = [(v, v) for v in ("", "on", "true", "1", "off", "false", "0")]
-    return forms.TypedChoiceField(
-        choices=choices, coerce=lambda v: v in ("on", "true", "1"), empty_value=False, required=False, **kwargs
-    )
+class SnapshotFileForm(forms.Form):
+    path = forms.CharField(max_length=4096, required=False)
+    download = strict_boolean()
 
 
 class ExperimentListForm(forms.Form):
@@ -340,3 +264,60 @@ class ExperimentListForm(forms.Form):
 
 class ArchiveForm(forms.Form):
     archived = strict_boolean()
+
+
+# Run page telemetry ---------------------------------------------------------------------------------------------------
+
+
+class SeriesDataForm(forms.Form):
+    """One series' chart data: against step, relative or wall-clock time, downsampled to at most `max_points`."""
+
+    X_MODES = [("step", "Step"), ("relative", "Relative time (s)"), ("time", "Wall-clock time")]
+
+    x = forms.ChoiceField(choices=X_MODES, required=False)
+    max_points = forms.IntegerField(min_value=100, max_value=5_000, required=False)
+
+    def clean_x(self) -> str:
+        return self.cleaned_data["x"] or "step"
+
+    def clean_max_points(self) -> int:
+        value = self.cleaned_data["max_points"]
+        return metrics.CHART_POINTS if value is None else value
+
+
+class MetricsTabForm(forms.Form):
+    # The live poller sends the version it shows; an unchanged version is answered with 204 (nothing to swap).
+    known = forms.RegexField(regex=r"^\d{1,12}\.\d{1,15}\.\d{1,12}$", required=False)
+
+
+class CompareForm(forms.Form):
+    """The compare page's query string. `run` and `metric` repeat; run ids keep their order, repeats dropped."""
+
+    MIN_RUNS = 2
+    MAX_RUNS = 10
+    MAX_METRICS = 8
+
+    run = forms.Field(widget=forms.MultipleHiddenInput)
+    metric = forms.Field(required=False, widget=forms.MultipleHiddenInput)
+    target = forms.CharField(required=False, max_length=255)
+
+    def clean_run(self) -> list[int]:
+        ids = []
+        for text in self.cleaned_data["run"]:
+            try:
+                run_id = int(text)
+            except ValueError:
+                raise ValidationError(f"{text[:40]!r} is not a run id (a whole number).") from None
+            if not 1 <= run_id < 2**62:
+                raise ValidationError(f"{text[:40]} is not a run id.")
+            ids.append(run_id)
+        ids = list(dict.fromkeys(ids))
+        if not self.MIN_RUNS <= len(ids) <= self.MAX_RUNS:
+            raise ValidationError(f"Choose {self.MIN_RUNS} to {self.MAX_RUNS} different runs to compare (got {len(ids)}).")
+        return ids
+
+    def clean_metric(self) -> list[str] | None:
+        names = list(dict.fromkeys(name for name in self.cleaned_data["metric"] or [] if name))
+        if len(names) > self.MAX_METRICS:
+            raise ValidationError(f"Choose at most {self.MAX_METRICS} metrics.")
+        return names or None

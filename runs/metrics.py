@@ -103,24 +103,28 @@ def series_for(run: Run, name: str, kind: str, description: str = "") -> MetricS
     return series
 
 
-def append_scalars(run: Run, name: str, points: list[tuple[float | None, float, float]], description: str = "") -> int:
-    """Append points (step or None, value, time) in order; a missing step is the series' count so far."""
-    if not points:
+def append_scalars(
+    run: Run, name: str, steps: np.ndarray, values: np.ndarray, times: np.ndarray, description: str = ""
+) -> int:
+    """Append points, given as float64 columns, in order; a NaN step is the series' count so far plus its position
+    in the batch (as if the script had counted). No Python runs per point."""
+    if not len(values):
         return 0
     with transaction.atomic():
         series = series_for(run, name, MetricKind.SCALAR, description)
         series = MetricSeries.objects.select_for_update().get(pk=series.pk)
         start = series.count
-        steps = np.array(
-            [start + i if p[0] is None else p[0] for i, p in enumerate(points)], dtype=np.float64
-        )
-        incoming = Points(steps, np.array([p[1] for p in points], dtype=np.float64), np.array([p[2] for p in points], dtype=np.float64))
+        steps = np.array(steps, dtype=np.float64)  # a copy: the caller's array stays as it was
+        missing = np.flatnonzero(np.isnan(steps))
+        steps[missing] = start + missing
+        incoming = Points(steps, np.asarray(values, dtype=np.float64), np.asarray(times, dtype=np.float64))
         _write_chunks(series, incoming)
         finite = incoming.values[np.isfinite(incoming.values)]
+        last = float(incoming.values[-1])
         updates = {
             "count": F("count") + len(incoming),
-            "last_value": _db_float(incoming.values[-1]),
-            "last_nonfinite": "" if math.isfinite(incoming.values[-1]) else json_number(incoming.values[-1]),
+            "last_value": _db_float(last),
+            "last_nonfinite": "" if math.isfinite(last) else json_number(last),
             "last_step": float(incoming.steps[-1]),
         }
         if len(finite):
@@ -129,6 +133,15 @@ def append_scalars(run: Run, name: str, points: list[tuple[float | None, float, 
             updates["max_value"] = high if series.max_value is None else max(series.max_value, high)
         MetricSeries.objects.filter(pk=series.pk).update(**updates)
     return len(incoming)
+
+
+def append_points(run: Run, name: str, points: list[tuple[float | None, float, float]], description: str = "") -> int:
+    """`append_scalars` for a few (step or None, value, time) points (system metrics, tests)."""
+    if not points:
+        return 0
+    steps = np.array([np.nan if p[0] is None else p[0] for p in points], dtype=np.float64)
+    return append_scalars(run, name, steps, np.array([p[1] for p in points], dtype=np.float64),
+                          np.array([p[2] for p in points], dtype=np.float64), description)
 
 
 def _db_float(value: float) -> float | None:

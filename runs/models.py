@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from runs import live
 from runs.fields import OrderedJSONField
 from studio.models import NAME_VALIDATOR, ComputeTarget, Workspace
 
@@ -39,10 +40,11 @@ class ExperimentQuerySet(models.QuerySet):
         return self.filter(workspace=workspace)
 
     def with_summary(self) -> ExperimentQuerySet:
-        """Run count and the latest run's status, in the same query."""
+        """Run counts (top-level runs and all runs) and the latest run's status, in the same query."""
         latest = Run.objects.filter(experiment=models.OuterRef("pk")).order_by("-id")
         return self.annotate(
             run_count=models.Count("runs"),
+            top_run_count=models.Count("runs", filter=models.Q(runs__parent__isnull=True)),
             latest_status=models.Subquery(latest.values("status")[:1]),
             latest_run_at=models.Subquery(latest.values("created_at")[:1]),
         ).order_by("name")  # GROUP BY drops Meta.ordering
@@ -173,8 +175,6 @@ class Run(models.Model):
 
         Returns True when this call made the change.
         """
-        from runs import live
-
         now = timezone.now()
         updates = {"status": to, **fields}
         if to == RunStatus.RUNNING:
@@ -227,8 +227,6 @@ class Run(models.Model):
             return True
         if self.is_final:
             return False
-        from runs import live
-
         Run.objects.filter(pk=self.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=timezone.now())
         live.request_cancel(self.pk, reason)
         return True

@@ -372,15 +372,18 @@ def page(
     )
 
 
+RUN_RELATED = ("experiment", "compute_target", "environment", "workspace", "created_by")
+
+
 def _runs_in_order(ids: list[int]) -> list[Run]:
-    by_id = Run.objects.select_related("compute_target").in_bulk(ids)
+    by_id = Run.objects.select_related(*RUN_RELATED).in_bulk(ids)
     return [by_id[run_id] for run_id in ids if run_id in by_id]
 
 
 def children(parent: Run, limit: int | None = None) -> tuple[list[Run], int]:
     """The first `limit` (default CHILDREN_LIMIT) children of a run, oldest first, and how many it has in all."""
     limit = CHILDREN_LIMIT if limit is None else limit
-    runs = list(Run.objects.filter(parent=parent).select_related("compute_target").order_by("id")[: limit + 1])
+    runs = list(Run.objects.filter(parent=parent).select_related(*RUN_RELATED).order_by("id")[: limit + 1])
     total = len(runs) if len(runs) <= limit else Run.objects.filter(parent=parent).count()
     return runs[:limit], total
 

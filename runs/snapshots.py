@@ -1,8 +1,7 @@
 """Snapshot storage: an uploaded source folder as content-addressed blobs plus a manifest.
 
-A blob lives at `DATA_DIR/blobs/<sha[:2]>/<sha[2:]>` (sha256 hex of its bytes). It is written once, by an
-atomic rename, made read-only and never modified, so identical files are stored once across all snapshots.
-A snapshot's manifest lists `{"path", "sha256", "size"}` per file, sorted by its posix relative path.
+Files go to the content-addressed blob store (`studio/blobs.py`), so identical files are stored once across all
+snapshots. A snapshot's manifest lists `{"path", "sha256", "size"}` per file, sorted by its posix relative path.
 
 Uploads are untrusted. `stage_upload` reads one into a private staging directory under `DATA_DIR/tmp`,
 where files are named by their position, never by a member name, so nothing an archive says can reach
@@ -32,6 +31,9 @@ import pathspec
 from django.conf import settings
 
 from runs.models import Snapshot
+from studio import blobs
+from studio.downloads import ZipMember
+from studio.text import bidi_problem
 
 CHUNK_SIZE = 64 * 1024
 IGNORE_FILES = (".amlignore", ".gitignore")
@@ -39,6 +41,8 @@ ACCEPTED_KINDS = "a .py file, a .zip archive, or a .tar, .tar.gz or .tgz archive
 # Listing a compressed tar means decompressing every member, ignored ones too: bound that work.
 TAR_SCAN_FACTOR = 10
 _DRIVE = re.compile(r"^[A-Za-z]:")
+MAX_NAME_BYTES = 255  # one file or folder name, as file systems allow
+MAX_PATH_BYTES = 1024
 # What a damaged or hostile archive raises while being read (never our own writes).
 _READ_ERRORS = (
     zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, OSError,
@@ -72,7 +76,18 @@ def clean_path(raw: str) -> str:
     parts = [part for part in raw.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise SnapshotError(f"Refused {raw!r}: archive members may not leave the folder.")
-    return "/".join(parts)
+    problem = bidi_problem(raw, f"The name {raw!r}")
+    if problem:
+        raise SnapshotError(f"Refused: {problem}")
+    too_long = next((part for part in parts if len(part.encode()) > MAX_NAME_BYTES), None)
+    if too_long is not None:
+        raise SnapshotError(
+            f"Refused {raw[:80]!r}…: a file or folder name is at most {MAX_NAME_BYTES} bytes; shorten {too_long[:40]!r}…."
+        )
+    path = "/".join(parts)
+    if len(path.encode()) > MAX_PATH_BYTES:
+        raise SnapshotError(f"Refused {raw[:80]!r}…: paths are at most {MAX_PATH_BYTES:,} bytes long.")
+    return path
 
 
 def _checked_manifest_path(path: str) -> str:
@@ -80,13 +95,6 @@ def _checked_manifest_path(path: str) -> str:
     if not path or clean_path(path) != path:
         raise SnapshotError(f"The snapshot lists an unsafe path {path!r}; it cannot be unpacked.")
     return path
-
-
-def _blob_path(sha256: str) -> Path:
-    """Where the blob with this sha256 (64 lowercase hex digits) lives."""
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise ValueError(f"Not a sha256 digest: {sha256!r}")
-    return Path(settings.DATA_DIR) / "blobs" / sha256[:2] / sha256[2:]
 
 
 def _size_text(count: int) -> str:
@@ -217,7 +225,7 @@ class StagedSnapshot:
         if self._directory is None:
             raise RuntimeError("This staged snapshot was already committed or discarded.")
         for entry in self.manifest:
-            _store_blob(self._staged[entry["path"]], entry["sha256"])
+            blobs.store(self._staged[entry["path"]], entry["sha256"])
         snapshot = Snapshot.objects.create(
             workspace=workspace,
             created_by=user if getattr(user, "is_authenticated", False) else None,
@@ -237,18 +245,6 @@ class StagedSnapshot:
             shutil.rmtree(self._directory)
         self._directory = None
         self._staged = {}
-
-
-def _store_blob(staged: Path, sha256: str) -> None:
-    """Move a staged file into the blob store, unless a blob with that content is already there."""
-    blob = _blob_path(sha256)
-    if blob.exists():
-        return  # The staged copy goes away with the staging directory.
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    with open(staged, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.chmod(staged, 0o444)
-    os.replace(staged, blob)
 
 
 def _new_staging_dir() -> Path:
@@ -443,6 +439,7 @@ def _stage_script(staged: StagedSnapshot, uploaded_file, budget: _Budget) -> Non
     name = uploaded_file.name
     if name in ("", ".", "..") or any(bad in name for bad in ("/", "\\", "\x00")) or _DRIVE.match(name):
         raise SnapshotError(f"Refused the file name {name!r}: rename the script to a plain name such as train.py.")
+    name = clean_path(name)  # length and direction controls
     uploaded_file.seek(0)
     staged.add(name, uploaded_file, budget)
 
@@ -494,7 +491,7 @@ def open_blob(snapshot: Snapshot, path: str) -> BinaryIO:
     entry = snapshot.entry(path)
     if entry is None:
         raise KeyError(path)
-    return open(_blob_path(entry["sha256"]), "rb")
+    return open(blobs.path(entry["sha256"]), "rb")
 
 
 def materialize(snapshot: Snapshot, dest: Path) -> None:
@@ -504,23 +501,14 @@ def materialize(snapshot: Snapshot, dest: Path) -> None:
         target = dest.joinpath(*_checked_manifest_path(entry["path"]).split("/"))
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)  # Never write through a link left in the way.
-        with open(_blob_path(entry["sha256"]), "rb") as source, open(target, "xb") as out:
+        with open(blobs.path(entry["sha256"]), "rb") as source, open(target, "xb") as out:
             shutil.copyfileobj(source, out, CHUNK_SIZE)
         os.chmod(target, 0o644)
 
 
-def write_zip(snapshot: Snapshot, fileobj: BinaryIO) -> None:
-    """Write the snapshot as a deflated zip into a writable binary file object (need not be seekable)."""
-    earliest = (1980, 1, 1, 0, 0, 0)  # The oldest time a zip can hold.
-    date_time = max(tuple(snapshot.created_at.timetuple()[:6]), earliest) if snapshot.created_at else earliest
-    with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for entry in snapshot.manifest:
-            info = zipfile.ZipInfo(_checked_manifest_path(entry["path"]), date_time)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = (stat.S_IFREG | 0o644) << 16
-            info.file_size = entry["size"]  # Lets zipfile choose ZIP64 up front for large files.
-            with open(_blob_path(entry["sha256"]), "rb") as source, archive.open(info, "w") as out:
-                shutil.copyfileobj(source, out, CHUNK_SIZE)
+def zip_members(snapshot: Snapshot) -> list[ZipMember]:
+    """The snapshot's files for a zip download, each checked to be a safe relative path."""
+    return [ZipMember(_checked_manifest_path(entry["path"]), blobs.path(entry["sha256"])) for entry in snapshot.manifest]
 
 
 def file_tree(snapshot: Snapshot) -> list[dict]:

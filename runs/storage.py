@@ -1,14 +1,27 @@
-"""Where a run's files live: DATA_DIR/runs/<id>/ holds logs/ and outputs/; DATA_DIR/work/<id>/ is scratch."""
+"""Where a run's files live: DATA_DIR/runs/<id>/ holds logs/ and outputs/; DATA_DIR/work/<id>/ is scratch.
+
+`OutputCollector` stores what a run leaves in ./outputs and ./logs (handed over by its compute driver) within two
+limits: STUDIO_OUTPUT_FILE_MAX_BYTES per file and STUDIO_OUTPUTS_MAX_BYTES for the run in all. A file left out, or
+one that could not be written whole (a full disk), is never offered as if complete: it is removed and named in the
+note the run's reason carries.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from runs.compute.base import COLLECTED_DIRS
+from runs.snapshots import SnapshotError, clean_path
+from studio.downloads import ZipMember
 
 CONSOLE_LOG = "logs/std_log.txt"
-COLLECTED_DIRS = ("outputs", "logs")
+COPY_CHUNK = 1024 * 1024
+NOTE_ITEMS = 10
 
 
 def run_dir(run_id: int) -> Path:
@@ -55,3 +68,112 @@ def list_stored_files(run_id: int) -> list[dict]:
                 if path.is_file() and not path.is_symlink():
                     files.append({"path": path.relative_to(root).as_posix(), "size": path.stat().st_size})
     return files
+
+
+def zip_members(run_id: int) -> list[ZipMember]:
+    root = run_dir(run_id)
+    return [ZipMember(item["path"], root / item["path"]) for item in list_stored_files(run_id)]
+
+
+def _size_text(count: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
+
+
+class OutputCollector:
+    """Stores a run's output files under its storage, bounded per file and in total; remembers what it left out."""
+
+    def __init__(self, run_id: int):
+        self.root = run_dir(run_id)
+        self.file_limit = settings.STUDIO_OUTPUT_FILE_MAX_BYTES
+        self.budget = settings.STUDIO_OUTPUTS_MAX_BYTES
+        self.stored = 0
+        self.skipped: list[str] = []
+
+    def skip(self, relative: str, why: str) -> None:
+        self.skipped.append(f"{relative} ({why})")
+
+    def add(self, relative: str, source: BinaryIO, size: int) -> None:
+        """Copy `size` bytes of `source` to `relative` (under outputs/ or logs/), or leave it out saying why."""
+        if size > self.file_limit:
+            return self.skip(relative, f"{_size_text(size)}, over STUDIO_OUTPUT_FILE_MAX_BYTES")
+        if size > self.budget:
+            return self.skip(relative, f"{_size_text(size)}, over what is left of STUDIO_OUTPUTS_MAX_BYTES")
+        target = self.root / relative
+        if target.exists():  # never overwrite what the studio captured (the console log)
+            target = target.with_name(f"{target.stem}.user{target.suffix}")
+        written = 0
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "xb") as out:
+                while written <= size and (chunk := source.read(min(COPY_CHUNK, size - written + 1))):
+                    out.write(chunk)
+                    written += len(chunk)
+        except OSError as error:
+            target.unlink(missing_ok=True)
+            return self.skip(relative, f"could not be stored: {error.strerror or error}")
+        if written != size:  # it changed while being copied: what was stored is not that file
+            target.unlink(missing_ok=True)
+            return self.skip(relative, "it changed size while being stored")
+        self.budget -= size
+        self.stored += 1
+
+    def note(self) -> str:
+        """For the run's reason: what was left out, or ""."""
+        if not self.skipped:
+            return ""
+        more = f" and {len(self.skipped) - NOTE_ITEMS} more" if len(self.skipped) > NOTE_ITEMS else ""
+        return "Not stored: " + ", ".join(self.skipped[:NOTE_ITEMS]) + more + "."
+
+
+# Files a script uploads through the SDK ------------------------------------------------------------------------------
+
+IMAGE_MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff"}
+
+
+def output_path(name: str) -> str:
+    """A script's name for an uploaded output, normalised; ValidationError (a 400) when it could leave outputs/ or
+    says anything a file system or a person would read differently."""
+    text = name.strip()
+    if not text or "\\" in text or text.startswith("/"):
+        raise ValidationError("The file name must be a relative path such as 'model.pkl' or 'plots/roc.png'.")
+    try:
+        relative = clean_path(text)
+    except SnapshotError as error:
+        raise ValidationError(str(error).replace("archive member", "file")) from None
+    if not relative:
+        raise ValidationError("The file name must be a relative path such as 'model.pkl' or 'plots/roc.png'.")
+    return relative
+
+
+def store_upload(run_id: int, relative: str, upload) -> None:
+    """Write an uploaded file to outputs/<relative>; a write that fails leaves no partial file behind."""
+    root = (run_dir(run_id) / "outputs").resolve()
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root):
+        raise ValidationError("The file name must stay inside the run's outputs.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with open(partial, "wb") as handle:
+            for chunk in upload.chunks():
+                handle.write(chunk)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def image_format(upload) -> str | None:
+    """PNG and JPEG by their magic bytes; SVG when the text starts with markup and holds an <svg> element."""
+    head = upload.read(8192)
+    upload.seek(0)
+    for fmt, magic in IMAGE_MAGIC.items():
+        if head.startswith(magic):
+            return fmt
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip().lower()
+    if text.startswith(b"<") and b"<svg" in text and b"\x00" not in text:
+        return "svg"
+    return None

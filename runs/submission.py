@@ -7,8 +7,11 @@ import logging
 from django.db import transaction
 from kombu.exceptions import OperationalError
 
+from environments import builds
+from environments.models import Environment
 from runs.models import Experiment, Run, RunStatus, RunStatusChange
 from runs.snapshots import StagedSnapshot
+from runs.tasks import execute_run
 from studio.models import ComputeTarget, Workspace
 
 logger = logging.getLogger(__name__)
@@ -33,9 +36,6 @@ def submit_run(
 ) -> Run:
     """Create the run as Queued and enqueue it after commit. Inline `packages` make an anonymous environment
     (found again by its hash); on a Docker target a managed environment's image starts building now."""
-    from environments import builds
-    from environments.models import Environment
-
     with transaction.atomic():
         if packages:
             environment = Environment.anonymous_for(workspace, packages, user)
@@ -67,8 +67,6 @@ def submit_run(
 
 
 def enqueue(run: Run) -> None:
-    from runs.tasks import execute_run
-
     try:
         execute_run.apply_async(args=[run.pk], queue=run.compute_target.queue)
     except OperationalError as exc:

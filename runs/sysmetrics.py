@@ -11,6 +11,8 @@ import time
 
 import psutil
 
+from runs import metrics
+
 
 class ProcessTreeSampler:
     def __init__(self, pid: int):
@@ -61,9 +63,8 @@ class ProcessTreeSampler:
         return values
 
 
-def record(run, sampler: ProcessTreeSampler) -> None:
-    from runs import metrics
-
+def record(run, values: dict[str, float]) -> None:
+    """Append one sample (`sys/...` name -> value) to the run's system series."""
     now = time.time()
-    for name, value in sampler.sample().items():
-        metrics.append_scalars(run, name, [(None, value, now)])
+    for name, value in values.items():
+        metrics.append_points(run, name, [(None, value, now)])

@@ -16,6 +16,6 @@ def reap_lost_runs() -> int:
     return execution.reap_lost_runs()
 
 
-@shared_task(name="runs.tasks.remove_finished_containers", soft_time_limit=110, time_limit=120)
-def remove_finished_containers() -> int:
-    return execution.remove_finished_containers()
+@shared_task(name="runs.tasks.sweep_targets", soft_time_limit=110, time_limit=120)
+def sweep_targets() -> int:
+    return execution.sweep_targets()

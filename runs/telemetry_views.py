@@ -12,9 +12,7 @@ import json
 import math
 
 import numpy as np
-from django import forms
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import BadRequest
 from django.db.models import Count, F, Q, Sum
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -22,11 +20,12 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import HTMX_STOP_POLLING
 
 from runs import metrics, storage
-from runs.downloads import file_response
+from runs.access import get_run_for_user
+from runs.forms import MetricsTabForm, SeriesDataForm
 from runs.models import MetricEntry, MetricKind, MetricSeries, Run
-from studio.access import get_workspace_for_user
+from studio.downloads import file_response
+from studio.forms import valid_query
 
-X_MODES = [("step", "Step"), ("relative", "Relative time (s)"), ("time", "Wall-clock time")]
 MAX_TABLE_ROWS = 1_000  # rows shown of a `row` series (the latest) or of a logged table
 MAX_CHART_COLUMNS = 8  # numeric columns drawn in a table's small chart
 MAX_IMAGES = 12  # latest images shown per image series
@@ -34,35 +33,6 @@ MAX_CHILDREN = 200
 CHILD_METRICS = 3
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "svg": "image/svg+xml"}
 SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-# Query-string forms. (They belong in runs/forms.py; they live here while that module is being changed by others.)
-class SeriesDataForm(forms.Form):
-    x = forms.ChoiceField(choices=X_MODES, required=False)
-    max_points = forms.IntegerField(min_value=100, max_value=5_000, required=False)
-
-    def clean_x(self) -> str:
-        return self.cleaned_data["x"] or "step"
-
-    def clean_max_points(self) -> int:
-        value = self.cleaned_data["max_points"]
-        return metrics.CHART_POINTS if value is None else value
-
-
-class MetricsTabForm(forms.Form):
-    # The live poller sends the version it shows; an unchanged version is answered with 204 (nothing to swap).
-    known = forms.RegexField(regex=r"^\d{1,12}\.\d{1,15}\.\d{1,12}$", required=False)
-
-
-def _valid_query(form_class, request) -> dict:
-    form = form_class(request.GET)
-    if not form.is_valid():
-        raise BadRequest("; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
-    return form.cleaned_data
-
-
-def _get_run(access, run_id: int) -> Run:
-    return get_object_or_404(Run.objects.select_related("experiment"), pk=run_id, workspace=access.workspace)
 
 
 def _compact_json(payload: dict, status: int = 200) -> HttpResponse:
@@ -108,12 +78,15 @@ def _x_axis(points: metrics.Points, mode: str, run: Run) -> np.ndarray:
 @login_required
 def series_data(request, workspace: str, run_id: int, series_id: int):
     """One scalar series, downsampled to at most about `max_points` points, against step, relative or wall-clock time."""
-    access = get_workspace_for_user(request, workspace)
-    run = _get_run(access, run_id)
+    _, run = get_run_for_user(request, workspace, run_id)
     series = get_object_or_404(MetricSeries, pk=series_id, run=run, kind=MetricKind.SCALAR)
-    query = _valid_query(SeriesDataForm, request)
+    return _compact_json(series_payload(run, series, valid_query(SeriesDataForm, request)))
+
+
+def series_payload(run: Run, series: MetricSeries, query: dict) -> dict:
+    """A scalar series as the charts draw it (pages and the API)."""
     points, total = metrics.read_scalars(series, query["max_points"])
-    payload = {
+    return {
         "name": series.name,
         "count": max(total, len(points)),  # points appended while this request read them are shown, not counted
         "shown": len(points),
@@ -123,7 +96,6 @@ def series_data(request, workspace: str, run_id: int, series_id: int):
         "max": series.max_value,
         "final": run.is_final,
     }
-    return _compact_json(payload)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -312,14 +284,13 @@ def run_metrics(request, workspace: str, run_id: int):
     While the run is going, the tab polls itself with `?known=<version>`: 204 while nothing new appeared (so
     nothing is swapped and the charts keep refreshing their own data), 286 once the run is final.
     """
-    access = get_workspace_for_user(request, workspace)
-    run = _get_run(access, run_id)
-    query = _valid_query(MetricsTabForm, request)
+    access, run = get_run_for_user(request, workspace, run_id)
+    query = valid_query(MetricsTabForm, request)
     version = _version(run)
     if query["known"] and query["known"] == version:
         return HttpResponse(status=HTMX_STOP_POLLING if run.is_final else 204)
     context = {"access": access, "workspace": access.workspace, "run": run, "version": version, **_telemetry(run)}
-    template = "runs/_metrics_tab.html" if request.htmx else "runs/_telemetry_page.html"
+    template = "runs/run_metrics.html#metrics-tab" if request.htmx else "runs/run_metrics.html"
     return render(request, template, context)
 
 
@@ -334,8 +305,7 @@ def run_image(request, workspace: str, run_id: int, entry_id: int):
 
     The file's path comes from the stored entry, never from the request, and must stay inside the run's images.
     """
-    access = get_workspace_for_user(request, workspace)
-    run = _get_run(access, run_id)
+    _, run = get_run_for_user(request, workspace, run_id)
     entry = get_object_or_404(
         MetricEntry.objects.select_related("series"), pk=entry_id, series__run=run, series__kind=MetricKind.IMAGE
     )

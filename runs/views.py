@@ -2,47 +2,40 @@
 
 from __future__ import annotations
 
-import tempfile
-import zipfile
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
-from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
 from environments.models import Environment
-from runs import logs, runs_table, snapshots, storage
-from runs.downloads import file_response
-from runs.forms import ArchiveForm, ExperimentListForm, RunFilterForm, SubmitRunForm
+from runs import runs_table, snapshots, storage
+from runs.access import get_experiment_for_user, get_run_for_user
+from runs.forms import ArchiveForm, ExperimentListForm, RunFilterForm, SnapshotFileForm, SubmitRunForm
 from runs.models import Experiment, Run, RunStatus
+from studio import console
 from studio.access import get_rw_workspace_for_user, get_workspace_for_user
+from studio.downloads import file_response, zip_response
+from studio.forms import LogQueryForm, valid_query
 
 PAGE_SIZE = 50
 
 
-def _get_run(access, run_id: int) -> Run:
-    return get_object_or_404(
-        Run.objects.select_related("experiment", "compute_target", "snapshot", "created_by", "environment"),
-        pk=run_id,
-        workspace=access.workspace,
-    )
-
-
-def _valid_query(form_class, request):
-    form = form_class(request.GET)
-    if not form.is_valid():
-        raise BadRequest("; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
-    return form.cleaned_data
+@require_GET
+@login_required
+def dashboard(request, workspace: str):
+    access = get_workspace_for_user(request, workspace)
+    recent = Run.objects.for_workspace(access.workspace).select_related("experiment", "compute_target").order_by("-id")[:20]
+    return render(request, "runs/dashboard.html", {"access": access, "workspace": access.workspace, "recent_runs": recent})
 
 
 @require_GET
 @login_required
 def experiment_list(request, workspace: str):
     access = get_workspace_for_user(request, workspace)
-    query = _valid_query(ExperimentListForm, request)
+    query = valid_query(ExperimentListForm, request)
     experiments = Experiment.objects.for_workspace(access.workspace).with_summary()
     archived_count = Experiment.objects.for_workspace(access.workspace).filter(archived=True).count()
     if not query["archived"]:
@@ -64,14 +57,11 @@ def experiment_list(request, workspace: str):
 @login_required
 def experiment_detail(request, workspace: str, name: str):
     """The experiment's top-level runs (see runs/runs_table.py); `?children_of=<id>` gives a run's child rows."""
-    access = get_workspace_for_user(request, workspace)
-    experiment = get_object_or_404(Experiment, workspace=access.workspace, name=name)
+    access, experiment = get_experiment_for_user(request, workspace, name)
     metric_names = runs_table.scalar_metric_names(experiment)
-    form = RunFilterForm(request.GET, metric_names=metric_names)
-    if not form.is_valid():
-        return HttpResponseBadRequest(form.error_message(), content_type="text/plain; charset=utf-8")
-    query = form.cleaned_data
-    table = runs_table.Table.from_query(query, form.filters, metric_names)
+    query = valid_query(RunFilterForm, request, metric_names=metric_names)
+    filters = RunFilterForm.filters_of(query)
+    table = runs_table.Table.from_query(query, filters, metric_names)
     context = {"access": access, "workspace": access.workspace, "experiment": experiment, "table": table}
     if query["children_of"] is not None:
         parent = get_object_or_404(Run, experiment=experiment, pk=query["children_of"])
@@ -81,12 +71,12 @@ def experiment_detail(request, workspace: str, name: str):
     else:
         try:
             page = runs_table.page(
-                experiment, sort=query["sort"], filters=form.filters, size=PAGE_SIZE,
+                experiment, sort=query["sort"], filters=filters, size=PAGE_SIZE,
                 below=query["below"] if query["before"] is None else query["before"],
                 above=query["above"] if query["after"] is None else query["after"],
             )
         except runs_table.TableError as exc:
-            return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+            raise BadRequest(str(exc)) from None
         counts = runs_table.status_counts(experiment)
         context.update(
             runs=page.runs,
@@ -106,8 +96,7 @@ def experiment_detail(request, workspace: str, name: str):
 @require_POST
 @login_required
 def experiment_archive(request, workspace: str, name: str):
-    access = get_rw_workspace_for_user(request, workspace)
-    experiment = get_object_or_404(Experiment, workspace=access.workspace, name=name)
+    _, experiment = get_experiment_for_user(request, workspace, name, write=True)
     form = ArchiveForm(request.POST)
     if not form.is_valid():
         raise BadRequest("archived must be true or false.")
@@ -151,8 +140,8 @@ def run_submit(request, workspace: str):
 @require_GET
 @login_required
 def run_detail(request, workspace: str, run_id: int):
-    access = get_workspace_for_user(request, workspace)
-    run = _get_run(access, run_id)
+    """The run page; an htmx request for `#run-summary` gets that part alone (286 once the run is final)."""
+    access, run = get_run_for_user(request, workspace, run_id)
     context = {
         "access": access,
         "workspace": access.workspace,
@@ -160,15 +149,15 @@ def run_detail(request, workspace: str, run_id: int):
         "timeline": run.status_changes.all(),
         "environment_image": run.environment.image() if run.environment else None,
     }
-    if request.htmx and request.GET.get("part") == "summary":
+    if request.htmx and request.htmx.target == "run-summary":
         response = render(request, "runs/run_detail.html#run-summary", context)
         if run.is_final:
             response.status_code = HTMX_STOP_POLLING
         return response
     log_path = storage.console_log_path(run.pk)
     if run.is_final:
-        context["log_lines"], context["log_truncated"] = logs.tail(log_path)
-        context["log_size"] = logs.size(log_path)
+        context["log_lines"], context["log_truncated"] = console.tail(log_path)
+        context["log_size"] = console.size(log_path)
     context["files"] = storage.list_stored_files(run.pk)
     context["tree"] = snapshots.file_tree(run.snapshot)
     return render(request, "runs/run_detail.html", context)
@@ -177,8 +166,7 @@ def run_detail(request, workspace: str, run_id: int):
 @require_POST
 @login_required
 def run_cancel(request, workspace: str, run_id: int):
-    access = get_rw_workspace_for_user(request, workspace)
-    run = _get_run(access, run_id)
+    _, run = get_run_for_user(request, workspace, run_id, write=True)
     if run.request_cancel(reason=f"Canceled by {request.user.username}."):
         messages.success(request, "Cancel requested: the run is being stopped.")
     else:
@@ -186,36 +174,28 @@ def run_cancel(request, workspace: str, run_id: int):
     return redirect("run_detail", workspace=workspace, run_id=run.pk)
 
 
-@require_GET
-@login_required
-def run_log(request, workspace: str, run_id: int):
-    """The full console log as text; with ?offset=N, JSON lines from that byte on (the polling fallback)."""
-    access = get_workspace_for_user(request, workspace)
-    run = _get_run(access, run_id)
+def console_log_response(request, run: Run, query: dict):
+    """The full console log as text; with `offset`, JSON display lines from that byte on (the polling fallback)."""
     path = storage.console_log_path(run.pk)
-    if "offset" in request.GET:
-        try:
-            offset = int(request.GET["offset"])
-        except ValueError:
-            raise BadRequest("offset must be a whole number of bytes.") from None
-        lines, next_offset = logs.chunk(path, offset)
+    if query["offset"] is not None:
+        lines, next_offset = console.chunk(path, query["offset"])
         return JsonResponse({"lines": lines, "next_offset": next_offset, "status": run.status, "final": run.is_final})
     if not path.is_file():
         return HttpResponse("", content_type="text/plain; charset=utf-8")
     return file_response(
-        request,
-        open(path, "rb"),
-        filename=f"run-{run.pk}-std_log.txt",
-        as_attachment=bool(request.GET.get("download")),
+        request, open(path, "rb"), filename=f"run-{run.pk}-std_log.txt", as_attachment=query["download"],
         content_type="text/plain; charset=utf-8",
     )
 
 
 @require_GET
 @login_required
-def run_file(request, workspace: str, run_id: int, path: str):
-    access = get_workspace_for_user(request, workspace)
-    run = _get_run(access, run_id)
+def run_log(request, workspace: str, run_id: int):
+    _, run = get_run_for_user(request, workspace, run_id)
+    return console_log_response(request, run, valid_query(LogQueryForm, request))
+
+
+def stored_file_response(request, run: Run, path: str):
     stored = storage.resolve_stored_file(run.pk, path)
     if stored is None:
         raise Http404("No such file in this run.")
@@ -225,46 +205,48 @@ def run_file(request, workspace: str, run_id: int, path: str):
 
 @require_GET
 @login_required
+def run_file(request, workspace: str, run_id: int, path: str):
+    _, run = get_run_for_user(request, workspace, run_id)
+    return stored_file_response(request, run, path)
+
+
+def stored_files_zip(request, run: Run):
+    return zip_response(request, storage.zip_members(run.pk), filename=f"run-{run.pk}-files.zip")
+
+
+@require_GET
+@login_required
 def run_files_zip(request, workspace: str, run_id: int):
-    access = get_workspace_for_user(request, workspace)
-    run = _get_run(access, run_id)
-    spool = tempfile.TemporaryFile()
-    root = storage.run_dir(run.pk)
-    with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as archive:
-        for item in storage.list_stored_files(run.pk):
-            archive.write(root / item["path"], item["path"])
-    spool.seek(0)
-    return file_response(request, spool, filename=f"run-{run.pk}-files.zip")
+    _, run = get_run_for_user(request, workspace, run_id)
+    return stored_files_zip(request, run)
 
 
 @require_GET
 @login_required
 def snapshot_file(request, workspace: str, run_id: int):
-    """One snapshot file shown in the viewer (text) or downloaded (?download=1)."""
-    access = get_workspace_for_user(request, workspace)
-    run = _get_run(access, run_id)
-    path = request.GET.get("path", "")
-    entry = run.snapshot.entry(path)
+    """One snapshot file shown in the viewer (text; an htmx request gets the viewer part alone) or downloaded."""
+    access, run = get_run_for_user(request, workspace, run_id)
+    query = valid_query(SnapshotFileForm, request)
+    entry = run.snapshot.entry(query["path"])
     if entry is None:
         raise Http404("No such file in the snapshot.")
-    handle = snapshots.open_blob(run.snapshot, path)
-    if request.GET.get("download"):
-        return file_response(request, handle, filename=path.rsplit("/", 1)[-1])
+    handle = snapshots.open_blob(run.snapshot, entry["path"])
+    if query["download"]:
+        return file_response(request, handle, filename=entry["path"].rsplit("/", 1)[-1])
     with handle:
         data = handle.read(512 * 1024)
     text = None if b"\x00" in data else data.decode("utf-8", errors="replace")
     context = {"run": run, "workspace": access.workspace, "entry": entry, "text": text, "cut": entry["size"] > len(data)}
-    template = "runs/_snapshot_file.html" if request.htmx else "runs/snapshot_file.html"
+    template = "runs/snapshot_file.html#viewer" if request.htmx else "runs/snapshot_file.html"
     return render(request, template, context)
+
+
+def snapshot_zip_response(request, run: Run):
+    return zip_response(request, snapshots.zip_members(run.snapshot), filename=f"run-{run.pk}-snapshot.zip", compress=True)
 
 
 @require_GET
 @login_required
 def snapshot_zip(request, workspace: str, run_id: int):
-    access = get_workspace_for_user(request, workspace)
-    run = _get_run(access, run_id)
-    spool = tempfile.TemporaryFile()
-    snapshots.write_zip(run.snapshot, spool)
-    spool.seek(0)
-    return file_response(request, spool, filename=f"run-{run.pk}-snapshot.zip")
-
+    _, run = get_run_for_user(request, workspace, run_id)
+    return snapshot_zip_response(request, run)

@@ -1,6 +1,12 @@
+"""The ASGI application: Django with per-route body limits and request bodies streamed to views (studio/limits.py)."""
+
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
-application = get_asgi_application()
+django.setup(set_prefix=False)
+
+from studio.limits import StreamingASGIHandler  # noqa: E402  (needs the settings and apps loaded)
+
+application = StreamingASGIHandler()

@@ -14,7 +14,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from django import forms
 
-from environments.crypto import decrypt, encrypt
+from studio.crypto import decrypt, encrypt
 from studio.models import ComputeTarget, Workspace
 
 BUILTIN_TARGET = "local"

@@ -1,4 +1,4 @@
-"""The one place that builds a Docker client for a compute target.
+"""The one place that builds a Docker client: for a compute target, and for image builds.
 
 `client_for(target)` connects to the target's engine (unix://, tcp:// with or without TLS, ssh://) and returns a
 `docker.DockerClient`; close it when done (`with client_for(target) as client: ...`). `check_connection(target)`
@@ -24,11 +24,13 @@ from urllib.parse import urlsplit
 
 import docker
 import requests
+from django.conf import settings
 from docker.api import APIClient
 from docker.errors import APIError, DockerException
 from docker.tls import TLSConfig
+from docker.utils import kwargs_from_env
 
-from environments.crypto import decrypt
+from studio.crypto import decrypt
 
 DEFAULT_TIMEOUT_SECONDS = 10
 SCHEMES = ("unix://", "tcp://", "ssh://")
@@ -102,6 +104,18 @@ def client_for(target, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> docker.Do
         client.tls_dir = tls_dir
         weakref.finalize(client, shutil.rmtree, tls_dir, ignore_errors=True)
     return client
+
+
+def build_client(*, timeout: float) -> docker.DockerClient:
+    """The engine image builds run on: STUDIO_BUILD_DOCKER_URL, else DOCKER_HOST (and its TLS variables) or the local
+    socket. Like every client made here, it takes no proxy or CA bundle from the environment."""
+    kwargs = {"base_url": settings.STUDIO_BUILD_DOCKER_URL} if settings.STUDIO_BUILD_DOCKER_URL else kwargs_from_env()
+    kwargs.setdefault("base_url", "unix:///var/run/docker.sock")
+    try:
+        return EngineClient(**kwargs, timeout=timeout)
+    except Exception as exc:
+        url = kwargs["base_url"]
+        raise EngineError(_reason(exc, url, timeout)) from None
 
 
 def check_connection(target, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> str:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models, transaction
+from django.utils import timezone
 
 NAME_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$",
@@ -144,8 +149,6 @@ class ApiToken(models.Model):
     @classmethod
     def issue(cls, user, name: str) -> tuple[ApiToken, str]:
         """A new token and its secret text, which is shown once and never stored."""
-        import secrets
-
         prefix, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
         token = cls.objects.create(user=user, name=name, prefix=prefix, key_hash=_sha256(secret))
         return token, f"stu_{prefix}_{secret}"
@@ -153,10 +156,6 @@ class ApiToken(models.Model):
     @classmethod
     def authenticate(cls, text: str):
         """The active user the token belongs to, or None."""
-        import hmac
-
-        from django.utils import timezone
-
         parts = text.split("_", 2)
         if len(parts) != 3 or parts[0] != "stu":
             return None
@@ -168,6 +167,4 @@ class ApiToken(models.Model):
 
 
 def _sha256(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()

@@ -10,14 +10,13 @@ import socket
 from celery.signals import worker_ready
 
 from studio.celery import app
+from studio.models import ComputeTarget
 
 logger = logging.getLogger(__name__)
 EMBEDDED_PREFIX = "local@"
 
 
 def target_queues() -> set[str]:
-    from studio.models import ComputeTarget
-
     return set(ComputeTarget.objects.values_list("queue", flat=True).distinct())
 
 

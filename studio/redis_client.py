@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import redis
+import redis.asyncio as aioredis
 from django.conf import settings
 
 
@@ -19,6 +20,4 @@ def get_redis() -> redis.Redis:
 
 def get_async_redis():
     """A fresh asyncio client; the caller closes it (`await client.aclose()`)."""
-    import redis.asyncio as aioredis
-
     return aioredis.Redis.from_url(settings.STUDIO_REDIS_URL, socket_connect_timeout=5)

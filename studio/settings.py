@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
+    "ninja",
     "studio",
     "runs",
     "environments",
@@ -67,6 +68,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "studio.middleware.BadRequestMessageMiddleware",
+    "studio.middleware.ApiJsonErrorsMiddleware",
 ]
 
 ROOT_URLCONF = "studio.urls"
@@ -140,6 +142,11 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = not PRODUCTION
 
+# Request bodies: routes that take uploads have limits of their own (studio/limits.py); every other route this one.
+STUDIO_REQUEST_MAX_BYTES = env_int("STUDIO_REQUEST_MAX_BYTES", 16 * 1024 * 1024, minimum=1024)
+# The limits above are enforced while the body streams in; Django's own in-memory check would refuse bodies the route
+# accepts (a metrics batch of 100,000 points is about 5 MB of JSON).
+DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_REQUEST_MAX_BYTES
 # Uploads above this go to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = None
@@ -174,7 +181,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 12 * 3600}
 CELERY_BEAT_SCHEDULE = {
     "reap-lost-runs": {"task": "runs.tasks.reap_lost_runs", "schedule": 30.0},
-    "remove-finished-containers": {"task": "runs.tasks.remove_finished_containers", "schedule": 60.0},
+    "sweep-targets": {"task": "runs.tasks.sweep_targets", "schedule": 60.0},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
@@ -205,7 +212,9 @@ STUDIO_LOG_LIVE_LINE_BYTES = env_int("STUDIO_LOG_LIVE_LINE_BYTES", 16 * 1024, mi
 STUDIO_IMAGE_MAX_BYTES = env_int("STUDIO_IMAGE_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
 STUDIO_UPLOAD_MAX_BYTES = env_int("STUDIO_UPLOAD_MAX_BYTES", 1024 * 1024 * 1024, minimum=1)
 STUDIO_SYSTEM_METRICS_SECONDS = env_float("STUDIO_SYSTEM_METRICS_SECONDS", 5.0, minimum=0.2)
-STUDIO_OUTPUTS_MAX_BYTES = env_int("STUDIO_OUTPUTS_MAX_BYTES", 10 * 1024 * 1024 * 1024, minimum=1)
+# What a run may leave in ./outputs and ./logs: per file, and in all.
+STUDIO_OUTPUT_FILE_MAX_BYTES = env_int("STUDIO_OUTPUT_FILE_MAX_BYTES", 10 * 1024**3, minimum=1)
+STUDIO_OUTPUTS_MAX_BYTES = env_int("STUDIO_OUTPUTS_MAX_BYTES", 20 * 1024**3, minimum=1)
 # Names this installation's containers on shared Docker engines (studio-<id>-run-<run id>); made once in the data dir.
 STUDIO_INSTANCE_ID = env_str("STUDIO_INSTANCE_ID", "") or read_or_create_secret(
     DATA_DIR / "instance_id", make=lambda: __import__("secrets").token_hex(4)

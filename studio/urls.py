@@ -1,29 +1,43 @@
+"""The project's URLs: pages of each app, and the REST API with each app's router (the wiring may import apps)."""
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, register_converter
 
-from runs import api as runs_api
+from environments.api import router as environments_api
+from runs.api import ingest as runs_ingest_api
+from runs.api import router as runs_api
+from runs.views import dashboard
 from studio import compute_views, views
+from studio.api import create_api
+from studio.api import router as studio_api
+from studio.converters import IdConverter
+
+register_converter(IdConverter, "id")
+
+api = create_api()
+api.add_router("", studio_api)
+api.add_router("", runs_api)
+api.add_router("", runs_ingest_api)
+api.add_router("", environments_api)
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/login/", auth_views.LoginView.as_view(template_name="studio/login.html"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
     path("workspaces/", views.workspace_list, name="workspace_list"),
-    path("w/<slug:workspace>/", views.dashboard, name="dashboard"),
+    path("w/<slug:workspace>/", dashboard, name="dashboard"),
     path("w/<slug:workspace>/members/", views.members, name="members"),
-    path("w/<slug:workspace>/members/<int:membership_id>/remove/", views.remove_member, name="remove_member"),
+    path("w/<slug:workspace>/members/<id:membership_id>/remove/", views.remove_member, name="remove_member"),
     path("w/<slug:workspace>/compute/", compute_views.compute_list, name="compute_list"),
     path("w/<slug:workspace>/compute/new/", compute_views.compute_edit, name="compute_new"),
-    path("w/<slug:workspace>/compute/<int:target_id>/edit/", compute_views.compute_edit, name="compute_edit"),
-    path("w/<slug:workspace>/compute/<int:target_id>/test/", compute_views.compute_test, name="compute_test"),
-    path("w/<slug:workspace>/compute/<int:target_id>/delete/", compute_views.compute_delete, name="compute_delete"),
+    path("w/<slug:workspace>/compute/<id:target_id>/edit/", compute_views.compute_edit, name="compute_edit"),
+    path("w/<slug:workspace>/compute/<id:target_id>/test/", compute_views.compute_test, name="compute_test"),
+    path("w/<slug:workspace>/compute/<id:target_id>/delete/", compute_views.compute_delete, name="compute_delete"),
     path("w/<slug:workspace>/environments/", include("environments.urls")),
     path("w/<slug:workspace>/", include("runs.urls")),
-    path("api/v1/runs/<int:run_id>/", include("runs.api_urls")),
-    path("api/v1/workspaces/<slug:workspace>/runs", runs_api.submit, name="api_submit_run"),
-    path("api/v1/workspaces/<slug:workspace>/runs/<int:run_id>", runs_api.detail, name="api_run_detail"),
     path("account/tokens/", views.api_tokens, name="api_tokens"),
-    path("account/tokens/<int:token_id>/revoke/", views.revoke_api_token, name="revoke_api_token"),
+    path("account/tokens/<id:token_id>/revoke/", views.revoke_api_token, name="revoke_api_token"),
 ]

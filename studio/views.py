@@ -1,4 +1,4 @@
-"""Workspaces: list, create, dashboard and members."""
+"""Workspaces: list, create and members; personal API tokens."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from runs.models import Run
 from studio.access import get_owner_workspace_for_user, get_workspace_for_user
 from studio.forms import AddMemberForm, ApiTokenForm, WorkspaceForm
 from studio.models import ApiToken, Membership, Role, Workspace
@@ -38,22 +37,6 @@ def workspace_list(request):
         "studio/workspace_list.html",
         {"memberships": memberships, "form": form},
         status=400 if form.errors else 200,
-    )
-
-
-@require_GET
-@login_required
-def dashboard(request, workspace: str):
-    access = get_workspace_for_user(request, workspace)
-    recent = (
-        Run.objects.for_workspace(access.workspace)
-        .select_related("experiment", "compute_target")
-        .order_by("-id")[:20]
-    )
-    return render(
-        request,
-        "studio/dashboard.html",
-        {"access": access, "workspace": access.workspace, "recent_runs": recent},
     )
 
 

@@ -35,9 +35,9 @@ def finished_run_with_metrics(workspace, user) -> Run:
     t0 = (run.started_at or run.created_at).timestamp()
     loss = [(step, 2.0 * math.exp(-step / 120) + 0.05 * math.sin(step / 3), t0 + step * 0.05) for step in range(1_000)]
     loss[400] = (400, math.nan, loss[400][2])
-    metrics.append_scalars(run, "loss", loss, description="training loss")
-    metrics.append_scalars(run, "accuracy", [(s, 1 - math.exp(-s / 200), t0 + s * 0.05) for s in range(1_000)])
-    metrics.append_scalars(run, "sys/cpu_percent", [(None, 80 + 15 * math.sin(i / 5), t0 + i) for i in range(50)])
+    metrics.append_points(run, "loss", loss, description="training loss")
+    metrics.append_points(run, "accuracy", [(s, 1 - math.exp(-s / 200), t0 + s * 0.05) for s in range(1_000)])
+    metrics.append_points(run, "sys/cpu_percent", [(None, 80 + 15 * math.sin(i / 5), t0 + i) for i in range(50)])
     metrics.append_entries(
         run,
         "eval",
@@ -114,7 +114,7 @@ def test_the_charts_of_a_live_run_refresh_until_it_ends(cast, workspace, worker,
     parent = finished_run_with_metrics(workspace, cast["carol"])
     child = parent.create_child("live-child")  # Running, and no worker owns it: the test moves it along
     t0 = child.started_at.timestamp()
-    metrics.append_scalars(child, "loss", [(s, 1.0 / (s + 1), t0 + s) for s in range(10)])
+    metrics.append_points(child, "loss", [(s, 1.0 / (s + 1), t0 + s) for s in range(10)])
     context = browser.new_context(viewport={"width": 1280, "height": 1400})
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -136,9 +136,9 @@ def test_the_charts_of_a_live_run_refresh_until_it_ends(cast, workspace, worker,
         expect(loss.locator("[data-role=summary]")).to_contain_text("10 points")
 
         # New points appear within the 2 s refresh; a new series within the tab's 5 s poll.
-        metrics.append_scalars(child, "loss", [(s, 1.0 / (s + 1), t0 + s) for s in range(10, 25)])
+        metrics.append_points(child, "loss", [(s, 1.0 / (s + 1), t0 + s) for s in range(10, 25)])
         expect(loss.locator("[data-role=summary]")).to_contain_text("25 points", timeout=10_000)
-        metrics.append_scalars(child, "lr", [(0, 0.1, t0), (1, 0.05, t0 + 1)])
+        metrics.append_points(child, "lr", [(0, 0.1, t0), (1, 0.05, t0 + 1)])
         lr = page.locator("#metrics [data-chart][data-key='scalar:lr']")
         expect(lr.locator(".scatterlayer .trace path").first).to_be_attached(timeout=15_000)
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)

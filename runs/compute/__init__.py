@@ -1,60 +1,45 @@
-"""Compute drivers: one small interface, one module per kind of target.
+"""Compute drivers: one small interface, one module per kind of compute target.
 
-A driver launches the user's script for a prepared working directory and returns a handle the
-execution loop can poll, cancel and wait on. Console lines go to a `LineSink` as they come.
+A driver owns everything that depends on the kind of compute, so `runs/execution.py` reads as the run's phases only:
+
+- `prepare(run, stop_check)`: the placement, i.e. which interpreter (and image) runs the script, making what is
+  missing (a virtualenv, an image on the target's engine). Raises `PlacementError` with a message for the user, or
+  `InterruptedError` when `stop_check()` gives a reason to stop waiting.
+- `base_environment(placement, workdir)`: the variables the script's environment starts from on this kind (PATH,
+  HOME, TMPDIR), where the SDK is, and the URL at which the script reaches the studio.
+- `launch(spec, sink)`: start the script; console output goes to `sink` as it comes. Raises `LaunchError`.
+- `sweep(finished)`: remove what ended runs left behind (the beat task's clean-up); `finished(run_ids)` says which
+  of the runs it found have ended.
+
+`launch` returns a `RunHandle`, a context manager whose exit always stops and removes what it started: poll, wait,
+terminate (the whole process group or container), sample system metrics, and collect `./outputs` and `./logs` into
+run storage (streamed, bounded by `storage.OutputCollector`'s limits).
+
+A new kind of compute (a cluster, a remote machine) is one new module and one line in `driver_for`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
-
+from runs.compute.base import (
+    COLLECTED_DIRS,
+    BaseEnvironment,
+    ComputeDriver,
+    LaunchError,
+    LaunchSpec,
+    Placement,
+    PlacementError,
+    RunHandle,
+)
+from runs.compute.docker import DockerDriver
+from runs.compute.local import LocalProcessDriver
 from studio.models import ComputeTarget
 
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the script runs: the interpreter, and for containers the image."""
-
-    python: str
-    image: str = ""
-
-
-@dataclass(frozen=True)
-class LaunchSpec:
-    run_id: int
-    image: str = ""
-    sdk_path: Path | None = None
-    resources: dict = field(default_factory=dict)
-
-
-class LineSink(Protocol):
-    def feed(self, source: str, chunk: bytes) -> None: ...
-
-
-class ProcessHandle(Protocol):
-    pid: int
-
-    def poll(self) -> int | None: ...
-
-    def terminate(self, grace_seconds: float) -> int: ...
-
-    def wait(self) -> int: ...
-
-
-class ComputeDriver(Protocol):
-    def launch(
-        self, *, argv: list[str], workdir, env: dict[str, str], sink: LineSink, user: str = "", spec: LaunchSpec
-    ) -> ProcessHandle: ...
+__all__ = ["COLLECTED_DIRS", "BaseEnvironment", "ComputeDriver", "LaunchError", "LaunchSpec", "Placement",
+           "PlacementError", "RunHandle", "driver_for"]
+DRIVERS = {ComputeTarget.Kind.LOCAL: LocalProcessDriver, ComputeTarget.Kind.DOCKER: DockerDriver}
 
 
 def driver_for(target: ComputeTarget) -> ComputeDriver:
-    from runs.compute.docker import DockerDriver
-    from runs.compute.local import LocalProcessDriver
-
-    if target.kind == ComputeTarget.Kind.LOCAL:
-        return LocalProcessDriver()
-    if target.kind == ComputeTarget.Kind.DOCKER:
-        return DockerDriver(target)
-    raise ValueError(f"No driver for compute target kind {target.kind!r}.")
+    if target.kind not in DRIVERS:
+        raise ValueError(f"No driver for compute target kind {target.kind!r}.")
+    return DRIVERS[target.kind](target)

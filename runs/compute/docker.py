@@ -1,10 +1,10 @@
-"""Docker compute: the run's container is made from the environment's image, the snapshot is copied in (no bind
-mounts, so remote engines work), the console is streamed live, ./outputs and ./logs are copied out at the end.
+"""Docker compute: the run's container is made from the environment's image, the working directory is copied in (no
+bind mounts, so remote engines work), the console is streamed live, ./outputs and ./logs are streamed out at the end.
 
 Containers are named `studio-<instance>-run-<id>` and labelled `studio.run=<id>` and `studio.instance`, so a retry
 or a restarted worker finds and removes a stale one instead of starting a second, and studios sharing an engine
-never touch each other's. Nothing of the studio goes in: no Docker socket, no database,
-no Redis; the script reaches only the studio's API, at the target's callback URL.
+never touch each other's. Nothing of the studio goes in: no Docker socket, no database, no Redis; the script reaches
+only the studio's API, at the target's callback URL.
 """
 
 from __future__ import annotations
@@ -13,19 +13,27 @@ import contextlib
 import io
 import os
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
 import docker
 from django.conf import settings
 
-from studio.docker_engine import client_for
+from environments import builds
+from environments.definition import VENV
+from environments.models import EnvironmentKind
+from runs.compute.base import COLLECTED_DIRS, BaseEnvironment, LaunchError, LaunchSpec, Placement, PlacementError
+from studio.console import LineSplitter
+from studio.docker_engine import EngineError, client_for
 
 WORKSPACE = "/workspace"
 SDK_DIR = "/opt/studio-sdk"
-READ_CHUNK = 64 * 1024
 CONTROL_TIMEOUT_SECONDS = 300
 STREAM_TIMEOUT_SECONDS = 30 * 24 * 3600  # the console and the wait last as long as the run
+SPOOL_BYTES = 16 * 1024 * 1024  # the working directory's tar is kept in memory up to this, then on disk
+ARCHIVE_CHUNK = 1024 * 1024
+CONTAINER_PATH = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def container_name(run_id: int) -> str:
@@ -37,37 +45,9 @@ def labels(run_id: int) -> dict[str, str]:
     return {"studio.run": str(run_id), "studio.instance": settings.STUDIO_INSTANCE_ID}
 
 
-class LineSplitter:
-    """Turns a byte stream into lines (or 64 KiB pieces of very long ones) for the console sink."""
-
-    def __init__(self, source: str, sink):
-        self.source, self.sink, self.buffer = source, sink, b""
-
-    def feed(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            newline = self.buffer.find(b"\n")
-            if newline < 0:
-                if len(self.buffer) >= READ_CHUNK:
-                    self.sink.feed(self.source, self.buffer[:READ_CHUNK])
-                    self.buffer = self.buffer[READ_CHUNK:]
-                    continue
-                return
-            line, self.buffer = self.buffer[: newline + 1], self.buffer[newline + 1 :]
-            while len(line) > READ_CHUNK:
-                self.sink.feed(self.source, line[:READ_CHUNK])
-                line = line[READ_CHUNK:]
-            self.sink.feed(self.source, line)
-
-    def close(self) -> None:
-        if self.buffer:
-            self.sink.feed(self.source, self.buffer)
-            self.buffer = b""
-
-
 class DockerProcess:
     """A run's container. `client` bounds every call by a timeout; `stream_client` has none, for the console and the
-    wait, which last as long as the run."""
+    wait, which last as long as the run. Leaving the `with` block removes the container and closes both clients."""
 
     def __init__(self, client: docker.DockerClient, container, stream_client: docker.DockerClient):
         self.client = client
@@ -78,7 +58,11 @@ class DockerProcess:
         self._done = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    pid = 0  # the process lives in the container; system metrics come from the engine's stats
+    def __enter__(self) -> DockerProcess:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
 
     def attach(self):
         """Attach to the console before the container starts (attaching to one that already ended would block)."""
@@ -95,11 +79,12 @@ class DockerProcess:
 
     def _read_console(self, console, sink) -> None:
         splitters = {"out": LineSplitter("out", sink), "err": LineSplitter("err", sink)}
-        for out, err in console:
-            if out:
-                splitters["out"].feed(out)
-            if err:
-                splitters["err"].feed(err)
+        with contextlib.suppress(docker.errors.DockerException, OSError):  # the container went away: the wait says how
+            for out, err in console:
+                if out:
+                    splitters["out"].feed(out)
+                if err:
+                    splitters["err"].feed(err)
         for splitter in splitters.values():
             splitter.close()
 
@@ -109,7 +94,7 @@ class DockerProcess:
             self.exit_code = int(result.get("StatusCode", -1))
             self.container.reload()
             self.oom_killed = bool(self.container.attrs.get("State", {}).get("OOMKilled"))
-        except docker.errors.DockerException:
+        except (docker.errors.DockerException, OSError):
             self.exit_code = -1
         finally:
             self._done.set()
@@ -143,46 +128,75 @@ class DockerProcess:
             values["sys/cpu_percent"] = cpu_delta / system_delta * cpus * 100.0
         return values
 
-    def copy_out(self, workdir: Path) -> None:
-        """Copy ./outputs and ./logs out of the container into workdir (regular files only, paths checked)."""
-        for folder in ("outputs", "logs"):
+    def collect(self, outputs) -> None:
+        """Stream ./outputs and ./logs out of the container, one regular file at a time (never the whole archive in
+        memory); links, devices and paths that would leave the folder are skipped and said so."""
+        for folder in COLLECTED_DIRS:
             try:
-                stream, _ = self.container.get_archive(f"{WORKSPACE}/{folder}")
+                chunks, _ = self.container.get_archive(f"{WORKSPACE}/{folder}", chunk_size=ARCHIVE_CHUNK)
             except docker.errors.NotFound:
                 continue
-            extract_regular_files(b"".join(stream), workdir)
+            except docker.errors.DockerException as error:
+                outputs.skip(f"{folder}/", f"could not be copied out of the container: {error}")
+                continue
+            extract_regular_files(ChunkReader(chunks), outputs)
 
     def remove(self) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             self.container.remove(force=True)
         self.client.close()
         self.stream_client.close()
 
 
-def extract_regular_files(tar_bytes: bytes, dest: Path) -> None:
-    """Extract only regular files whose paths stay inside dest; links, devices and escapes are skipped."""
-    root = dest.resolve()
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as archive:
+class ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks, for tarfile's streaming mode."""
+
+    def __init__(self, chunks):
+        self._chunks = iter(chunks)
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+        count = min(len(target), len(self._buffer))
+        target[:count] = self._buffer[:count]
+        self._buffer = self._buffer[count:]
+        return count
+
+
+def extract_regular_files(stream, outputs) -> None:
+    """Hand each regular file of a tar stream to `outputs` under its own relative path; skip anything else."""
+    with tarfile.open(fileobj=io.BufferedReader(stream, ARCHIVE_CHUNK), mode="r|") as archive:
         for member in archive:
+            name = member.name
+            parts = [part for part in name.split("/") if part not in ("", ".")]
+            if member.isdir():
+                continue
             if not member.isfile():
+                outputs.skip(name, "not a regular file")
                 continue
-            target = (root / member.name).resolve()
-            if not target.is_relative_to(root) or "\\" in member.name:
+            if name.startswith("/") or ".." in parts or "\\" in name or not parts or parts[0] not in COLLECTED_DIRS:
+                outputs.skip(name[:200], "its path leaves the folder")
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
             source = archive.extractfile(member)
-            with open(target, "wb") as handle:
-                while chunk := source.read(1024 * 1024):
-                    handle.write(chunk)
+            outputs.add("/".join(parts), source, member.size)
 
 
-def workspace_archive(workdir: Path, sdk_path: Path) -> bytes:
-    """A tar of the working directory as /workspace and the SDK as /opt/studio-sdk (no links followed)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
+def workspace_archive(workdir: Path, sdk_path: Path):
+    """A tar of the working directory as /workspace and the SDK as /opt/studio-sdk (no links followed), spooled to
+    disk past SPOOL_BYTES and rewound; the caller closes it."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+    with tarfile.open(fileobj=spool, mode="w") as archive:
         _add_tree(archive, workdir, WORKSPACE.lstrip("/"))
         _add_tree(archive, sdk_path / "studio_sdk", f"{SDK_DIR.lstrip('/')}/studio_sdk")
-    return buffer.getvalue()
+    spool.seek(0)
+    return spool
 
 
 def _add_tree(archive: tarfile.TarFile, source: Path, arcname: str) -> None:
@@ -211,64 +225,95 @@ class DockerDriver:
     def __init__(self, target):
         self.target = target
 
-    def launch(self, *, argv, workdir, env, sink, user="", spec=None) -> DockerProcess:
-        """Start the run's container; `spec` carries run_id, image, sdk_path and resources."""
-        client = client_for(self.target, timeout=CONTROL_TIMEOUT_SECONDS)
+    def prepare(self, run, stop_check) -> Placement:
+        """The environment's image, built (or waited for) and present on the target's engine."""
+        environment = run.environment
+        if environment is None or environment.kind == EnvironmentKind.USER_MANAGED:
+            image = (environment.base_image if environment else "") or settings.STUDIO_BUILD_DEFAULT_BASE_IMAGE
+            return Placement(python=(environment.interpreter_path if environment else "") or "python3", image=image)
+        try:
+            image = builds.build_or_wait(builds.ensure_image(environment, enqueue=False), stop_check=stop_check)
+            with client_for(self.target, timeout=settings.STUDIO_BUILD_TIMEOUT_SECONDS) as client:
+                builds.ensure_on_engine(image, client)
+        except (builds.BuildError, EngineError) as error:
+            raise PlacementError(str(error)) from None
+        return Placement(python=f"{VENV}/bin/python", image=image.name)
+
+    def base_environment(self, placement: Placement, workdir: Path) -> BaseEnvironment:
+        variables = {"PATH": CONTAINER_PATH, "HOME": WORKSPACE, "TMPDIR": "/tmp"}
+        return BaseEnvironment(variables, SDK_DIR, self.target.callback_url or settings.STUDIO_CONTAINER_API_URL)
+
+    def launch(self, spec: LaunchSpec, sink) -> DockerProcess:
+        """Start the run's container (a stale one of the same run is removed first)."""
+        try:
+            client = client_for(self.target, timeout=CONTROL_TIMEOUT_SECONDS)
+        except EngineError as error:
+            raise LaunchError(f"Could not reach the target's Docker engine: {error}") from None
+        try:
+            process = self._start(client, spec, sink)
+        except docker.errors.DockerException as error:
+            client.close()
+            raise LaunchError(f"Could not start the container: {error}") from None
+        return process
+
+    def _start(self, client, spec: LaunchSpec, sink) -> DockerProcess:
         name = container_name(spec.run_id)
         remove_stale(client, name)
+        container = client.containers.create(spec.placement.image, command=spec.argv, **self._create_options(spec, name))
+        process = DockerProcess(client, container, client_for(self.target, timeout=STREAM_TIMEOUT_SECONDS))
+        try:
+            with workspace_archive(spec.workdir, settings.STUDIO_SDK_PATH) as archive:
+                container.put_archive("/", archive)
+            console = process.attach()
+            container.start()
+        except BaseException:
+            process.remove()
+            raise
+        process.watch(console, sink)
+        return process
+
+    def _create_options(self, spec: LaunchSpec, name: str) -> dict:
         resources = spec.resources
-        kwargs = {
+        options = {
             "name": name,
             "labels": labels(spec.run_id),
-            "environment": env,
+            "environment": spec.env,
             "working_dir": WORKSPACE,
             "extra_hosts": {"host.docker.internal": "host-gateway"},
             "stdin_open": False,
             "tty": False,
         }
         if resources.get("memory_limit_mb"):
-            kwargs["mem_limit"] = f"{int(resources['memory_limit_mb'])}m"
-            kwargs["memswap_limit"] = kwargs["mem_limit"]  # no swap beyond the limit: over it means killed
+            options["mem_limit"] = f"{int(resources['memory_limit_mb'])}m"
+            options["memswap_limit"] = options["mem_limit"]  # no swap beyond the limit: over it means killed
         if resources.get("cpu_limit"):
-            kwargs["nano_cpus"] = int(float(resources["cpu_limit"]) * 1e9)
+            options["nano_cpus"] = int(float(resources["cpu_limit"]) * 1e9)
         if resources.get("shm_size_mb"):
-            kwargs["shm_size"] = f"{int(resources['shm_size_mb'])}m"
+            options["shm_size"] = f"{int(resources['shm_size_mb'])}m"
         gpus = str(resources.get("gpus") or "")
         if gpus:
             count = -1 if gpus == "all" else int(gpus)
-            kwargs["device_requests"] = [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
-        try:
-            container = client.containers.create(spec.image, command=argv, **kwargs)
-        except docker.errors.DockerException:
-            client.close()
-            raise
-        process = DockerProcess(client, container, client_for(self.target, timeout=STREAM_TIMEOUT_SECONDS))
-        try:
-            container.put_archive("/", workspace_archive(workdir, spec.sdk_path))
-            console = process.attach()
-            container.start()
-        except docker.errors.DockerException:
-            process.remove()
-            raise
-        process.watch(console, sink)
-        return process
+            options["device_requests"] = [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
+        return options
+
+    def sweep(self, finished) -> int:
+        """Remove this installation's containers of runs that ended (a worker died before removing them).
+        `finished(run_ids)` answers which of the given run ids have ended."""
+        mine = {"label": ["studio.run", f"studio.instance={settings.STUDIO_INSTANCE_ID}"]}
+        with client_for(self.target) as client:
+            containers = {}
+            for container in client.containers.list(all=True, filters=mine):
+                run_id = container.labels.get("studio.run", "")
+                if run_id.isdigit():
+                    containers.setdefault(int(run_id), []).append(container)
+            ended = finished(set(containers))
+            for run_id in ended:
+                for container in containers[run_id]:
+                    with contextlib.suppress(docker.errors.NotFound):
+                        container.remove(force=True)
+            return sum(len(containers[run_id]) for run_id in ended)
 
 
 def remove_stale(client, name: str) -> None:
     with contextlib.suppress(docker.errors.NotFound):
         client.containers.get(name).remove(force=True)
-
-
-def remove_finished_containers(client, finished_run_ids: set[int]) -> int:
-    """Remove containers labelled with a finished run (the beat task's clean-up)."""
-    removed = 0
-    mine = f"studio.instance={settings.STUDIO_INSTANCE_ID}"
-    for container in client.containers.list(all=True, filters={"label": ["studio.run", mine]}):
-        try:
-            run_id = int(container.labels.get("studio.run", ""))
-        except ValueError:
-            continue
-        if run_id in finished_run_ids:
-            container.remove(force=True)
-            removed += 1
-    return removed

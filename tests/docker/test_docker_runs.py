@@ -157,7 +157,7 @@ def test_the_run_waits_in_preparing_while_its_image_builds(client, cast, workspa
 
 
 def test_the_beat_task_removes_containers_of_ended_runs_only(cast, workspace, docker_target, docker_engine):
-    from runs.execution import remove_finished_containers
+    from runs.execution import sweep_targets
     from tests.conftest import TEST_BASE_IMAGE, make_run
 
     ended, going = make_run(workspace, cast["carol"]), make_run(workspace, cast["carol"])
@@ -171,7 +171,7 @@ def test_the_beat_task_removes_containers_of_ended_runs_only(cast, workspace, do
                                               labels={"studio.run": str(ended.pk), "studio.instance": "another"})
     made.append(foreign)
     try:
-        assert remove_finished_containers() >= 1
+        assert sweep_targets() >= 1
         with pytest.raises(docker_sdk.errors.NotFound):
             docker_engine.containers.get(made[0].id)
         assert docker_engine.containers.get(made[1].id).labels["studio.run"] == str(going.pk)

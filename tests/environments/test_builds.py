@@ -17,7 +17,7 @@ from django.db import connection
 
 from environments import builds
 from environments.models import BuildStatus, Environment, EnvironmentImage
-from runs import live
+from studio import live
 from tests.conftest import login
 from tests.environments.conftest import make_env, plain
 

@@ -110,12 +110,12 @@ def test_an_unbuilt_image_offers_a_build_to_writers_only(client, cast, env):
 def test_an_image_being_built_is_polled_until_it_ends(client, cast, env):
     image = image_for(env, status=BuildStatus.BUILDING)
     login(client, cast["bob"])
-    assert f'hx-get="{URL}1/?part=image"' in client.get(URL).content.decode()
-    part = client.get(URL + "1/", {"part": "image"}, headers={"HX-Request": "true"})
+    assert f'hx-get="{URL}1/"' in client.get(URL).content.decode()
+    part = client.get(URL + "1/", headers={"HX-Request": "true", "HX-Target": "image-card"})
     assert part.status_code == 200 and "<h2>Image</h2>" in part.content.decode()
     assert "<html" not in part.content.decode()
     image.transition(BuildStatus.SUCCEEDED, from_states=(BuildStatus.BUILDING,))
-    assert client.get(URL + "1/", {"part": "image"}, headers={"HX-Request": "true"}).status_code == 286
+    assert client.get(URL + "1/", headers={"HX-Request": "true", "HX-Target": "image-card"}).status_code == 286
 
 
 def test_writers_get_edit_and_save_as_and_readers_neither(client, cast, env):
@@ -176,11 +176,6 @@ def test_a_malformed_diff_is_refused(client, cast, env, diff):
 def test_a_diff_with_a_missing_version_is_not_found(client, cast, env):
     login(client, cast["bob"])
     assert client.get(URL, {"diff": "1..9"}).status_code == 404
-
-
-def test_an_unknown_part_is_refused(client, cast, env):
-    login(client, cast["bob"])
-    assert client.get(URL, {"part": "everything"}).status_code == 400
 
 
 def test_unknown_versions_anonymous_and_foreign_environments_are_not_found(client, cast, workspace, env):

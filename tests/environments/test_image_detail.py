@@ -92,16 +92,16 @@ def test_a_build_in_progress_streams_its_log_live(client, cast, env):
     page = client.get(url(image)).content.decode()
     assert f'data-events-url="{url(image)}events/"' in page and f'data-log-url="{url(image)}log/"' in page
     assert "studio/live_console.js" in page
-    assert f'hx-get="{url(image)}?part=summary"' in page
+    assert f'hx-get="{url(image)}"' in page
 
 
 def test_the_summary_part_stops_polling_once_the_build_ended(client, cast, env):
     image = image_for(env, status=BuildStatus.BUILDING)
     login(client, cast["bob"])
-    part = client.get(url(image), {"part": "summary"}, headers={"HX-Request": "true"})
+    part = client.get(url(image), headers={"HX-Request": "true", "HX-Target": "image-summary"})
     assert part.status_code == 200 and "<html" not in part.content.decode()
     image.transition(BuildStatus.FAILED, from_states=(BuildStatus.BUILDING,), error="boom")
-    part = client.get(url(image), {"part": "summary"}, headers={"HX-Request": "true"})
+    part = client.get(url(image), headers={"HX-Request": "true", "HX-Target": "image-summary"})
     assert part.status_code == 286 and "boom" in part.content.decode()
 
 
@@ -124,11 +124,6 @@ def test_an_image_only_another_workspace_uses_is_not_found(client, cast, workspa
     login(client, cast["alice"])
     assert client.get(url(image)).status_code == 404
     assert client.get("/w/lab/environments/images/999999/").status_code == 404
-
-
-def test_an_unknown_part_is_refused(client, cast, image):
-    login(client, cast["bob"])
-    assert client.get(url(image), {"part": "all"}).status_code == 400
 
 
 def test_it_hides_the_workspace_from_an_outsider(client, cast, image):

@@ -13,7 +13,7 @@ from django.urls import reverse
 from environments import builds
 from environments.events import _just_before
 from environments.models import BuildStatus
-from runs import live
+from studio import live
 from studio.models import Workspace
 from tests.conftest import assert_sent_to_sign_in, login
 from tests.environments.conftest import image_for, make_env

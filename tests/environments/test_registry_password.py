@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from environments.crypto import decrypt
 from environments.models import BuildStatus, Environment, EnvironmentImage
+from studio.crypto import decrypt
 from tests.conftest import login
 from tests.environments.conftest import form_data
 

@@ -77,9 +77,10 @@ def test_a_session_without_a_token_is_not_enough(client, cast, workspace):
     assert client.post(URL, {"experiment": "api", "source": py_upload("print(1)\n")}).status_code == 401
 
 
-def test_reading_the_collection_is_the_wrong_method(client, cast, workspace):
-    response = client.get(URL, headers=token_for(cast["alice"]))
-    assert response.status_code == 405 and response["Allow"] == "POST"
+def test_deleting_the_collection_is_the_wrong_method(client, cast, workspace):
+    response = client.delete(URL, headers=token_for(cast["alice"]))
+    assert response.status_code == 405 and set(response["Allow"].split(", ")) == {"GET", "POST"}
+    assert response.json()["error"].startswith("This route takes")
 
 
 def test_a_revoked_token_stops_working(client, cast, workspace):

@@ -9,7 +9,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from runs.metrics import CHART_POINTS, append_scalars
+from runs.metrics import CHART_POINTS, append_points
 from studio.models import Workspace
 from tests.conftest import assert_sent_to_sign_in, login, make_run, text
 
@@ -28,9 +28,9 @@ def pair(cast, workspace):
                  arguments=["--lr", "0.1", "--epochs=5", "--optimizer", "sgd"],
                  env_vars={"SEED": "1", "MODE": "slow"}, tags={"team": "vision", "variant": "b"})
     for run, scale in ((a, 1.0), (b, 2.0)):
-        append_scalars(run, "loss", [(step, scale / (step + 1), float(step)) for step in range(20)])
-        append_scalars(run, "accuracy", [(step, 1 - scale / (step + 10), float(step)) for step in range(20)])
-        append_scalars(run, "sys/cpu_percent", [(None, 50.0, 0.0)])
+        append_points(run, "loss", [(step, scale / (step + 1), float(step)) for step in range(20)])
+        append_points(run, "accuracy", [(step, 1 - scale / (step + 10), float(step)) for step in range(20)])
+        append_points(run, "sys/cpu_percent", [(None, 50.0, 0.0)])
     return a, b
 
 
@@ -115,7 +115,7 @@ def test_it_overlays_each_common_metric_with_one_trace_per_run(client, cast, pai
 
 def test_the_metric_chooser_picks_the_charts(client, cast, pair):
     third = make_run(pair[0].workspace, cast["carol"], experiment="mnist")
-    append_scalars(third, "val_loss", [(None, 1.0, 0.0)])
+    append_points(third, "val_loss", [(None, 1.0, 0.0)])
     login(client, cast["alice"])
     data = embedded(client.get(URL, query(*pair, third, metric=["sys/cpu_percent", "val_loss"])))
     assert [chart["metric"] for chart in data["charts"]] == ["sys/cpu_percent", "val_loss"]
@@ -127,8 +127,8 @@ def test_the_metric_chooser_picks_the_charts(client, cast, pair):
 
 def test_long_series_are_downsampled_like_the_run_page(client, cast, pair):
     a, b = pair
-    append_scalars(a, "long", [(step, float(step % 97), float(step)) for step in range(10_000)])
-    append_scalars(b, "long", [(None, 1.0, 0.0)])
+    append_points(a, "long", [(step, float(step % 97), float(step)) for step in range(10_000)])
+    append_points(b, "long", [(None, 1.0, 0.0)])
     login(client, cast["alice"])
     trace = embedded(client.get(URL, query(a, b, metric="long")))["charts"][0]["traces"][0]
     assert trace["points"] == 10_000 and len(trace["x"]) <= CHART_POINTS + 10
@@ -136,7 +136,7 @@ def test_long_series_are_downsampled_like_the_run_page(client, cast, pair):
 
 
 def test_non_finite_values_become_gaps(client, cast, pair):
-    append_scalars(pair[0], "loss", [(None, float("nan"), 21.0)])
+    append_points(pair[0], "loss", [(None, float("nan"), 21.0)])
     login(client, cast["alice"])
     response = client.get(URL, query(*pair, metric="loss"))
     assert embedded(response)["charts"][0]["traces"][0]["y"][-1] is None
@@ -187,7 +187,7 @@ def test_runs_without_the_target_or_a_numeric_value_are_left_out_with_a_note(cli
     assert parcoords["runs"] == [pair[0].pk, pair[1].pk]
     assert "Left out, no final loss: no-metrics #" in text(response)
     d = make_run(workspace, cast["carol"], experiment="mnist", arguments=["--lr", "fast", "--epochs", "7"])
-    append_scalars(d, "loss", [(None, 0.3, 0.0)])
+    append_points(d, "loss", [(None, 0.3, 0.0)])
     response = client.get(URL, query(*pair, d, metric="loss"))
     assert [dim["label"] for dim in embedded(response)["parcoords"]["dimensions"]] == ["--epochs", "loss"]
     assert "Not a number in every run, so not plotted: --lr." in text(response)
@@ -195,7 +195,7 @@ def test_runs_without_the_target_or_a_numeric_value_are_left_out_with_a_note(cli
 
 def test_runs_without_any_numeric_argument_are_left_out_of_the_parallel_coordinates(client, cast, pair):
     child = pair[0].create_child("fold 1")
-    append_scalars(child, "loss", [(None, 0.5, 0.0)])
+    append_points(child, "loss", [(None, 0.5, 0.0)])
     login(client, cast["alice"])
     response = client.get(URL, query(*pair, child, metric="loss"))
     parcoords = embedded(response)["parcoords"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+import base64
 import json
 import math
 
@@ -35,24 +37,57 @@ def post(client, run_id, route, body, token, **extra):
                        headers={"Authorization": f"Bearer {token}"}, **extra)
 
 
+def series(name="loss", values=(1.0,), steps=None, times=None, **extra) -> dict:
+    values = list(values)
+    body = {"name": name, "values": values, "times": list(times) if times is not None else [1.7e9] * len(values)}
+    if steps is not None:
+        body["steps"] = list(steps)
+    return {**body, **extra}
+
+
+def packed(steps, values, times) -> dict:
+    raw = array.array("d", [*steps, *values, *times])
+    return {"name": "loss", "count": len(values), "packed": base64.b64encode(raw.tobytes()).decode()}
+
+
+def stored_points(run, name="loss") -> metrics.Points:
+    found = run.metric_series.get(name=name)
+    return metrics.Points.concat([metrics.Points.decode(c.data) for c in found.chunks.order_by("seq")])
+
+
 def test_points_are_stored_in_order_without_loss(client, running):
     run, token = running
-    for batch in range(20):
-        points = [[None, batch * 5000 + i, 1.7e9 + i] for i in range(5000)]
-        response = post(client, run.pk, "metrics", {"series": [{"name": "loss", "points": points}]}, token)
-        assert response.status_code == 200 and response.json() == {"stored": 5000}
-    series = run.metric_series.get(name="loss")
-    assert series.count == 100_000
-    raw = metrics.Points.concat([metrics.Points.decode(c.data) for c in series.chunks.order_by("seq")])
+    for batch in range(4):
+        values = [float(batch * 25_000 + i) for i in range(25_000)]
+        response = post(client, run.pk, "metrics", {"series": [series(values=values)]}, token)
+        assert response.status_code == 200 and response.json() == {"stored": 25_000}
+    assert run.metric_series.get(name="loss").count == 100_000
+    raw = stored_points(run)
     assert raw.values.tolist() == [float(i) for i in range(100_000)]
     assert raw.steps.tolist() == [float(i) for i in range(100_000)]
 
 
-def test_nan_and_infinity_are_accepted_as_strings_or_json_constants(client, running):
+def test_packed_columns_are_stored_as_sent(client, running):
     run, token = running
-    body = '{"series": [{"name": "x", "points": [[0, "NaN", 1], [1, Infinity, 1], [2, "-Infinity", 1]]}]}'
-    response = client.post(f"/api/v1/runs/{run.pk}/metrics", data=body, content_type="application/json",
-                           headers={"Authorization": f"Bearer {token}"})
+    steps, values = [0.0, math.nan, 7.0], [0.5, math.nan, -math.inf]
+    response = post(client, run.pk, "metrics", {"series": [packed(steps, values, [1.0, 2.0, 3.0])]}, token)
+    assert response.status_code == 200 and response.json() == {"stored": 3}
+    raw = stored_points(run)
+    assert raw.steps.tolist() == [0.0, 1.0, 7.0]  # a NaN step is the next one
+    assert raw.values[0] == 0.5 and math.isnan(raw.values[1]) and raw.values[2] == -math.inf
+    assert raw.times.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_a_missing_step_counts_on_from_the_series(client, running):
+    run, token = running
+    post(client, run.pk, "metrics", {"series": [series(values=[1, 2])]}, token)
+    post(client, run.pk, "metrics", {"series": [series(values=[3, 4, 5], steps=[None, 10, None])]}, token)
+    assert stored_points(run).steps.tolist() == [0, 1, 2, 10, 4]
+
+
+def test_nan_and_infinity_are_accepted_as_strings(client, running):
+    run, token = running
+    response = post(client, run.pk, "metrics", {"series": [series("x", ["NaN", "Infinity", "-Infinity"])]}, token)
     assert response.status_code == 200
     points, _ = metrics.read_scalars(run.metric_series.get(name="x"))
     assert math.isnan(points.values[0]) and points.values[1] == math.inf and points.values[2] == -math.inf
@@ -61,42 +96,70 @@ def test_nan_and_infinity_are_accepted_as_strings_or_json_constants(client, runn
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"series": [{"name": "bad;name", "points": [[None, 1, 1]]}]}, "Invalid name"),
-        ({"series": [{"name": "loss", "points": [[None, "high", 1]]}]}, "loss: value must be a number"),
-        ({"series": [{"name": "loss", "points": [[None, True, 1]]}]}, "loss: value must be a number"),
-        ({"series": [{"name": "loss", "points": [[None, 1]]}]}, "each point is [step or null, value, time]"),
-        ({"series": [{"name": "loss", "points": [["NaN", 1, 1]]}]}, "loss: step must be a number"),
-        ({"series": [{"name": "loss", "points": [[None, 1, 1]] * 10_001}]}, "at most 10,000 points per request"),
-        ({"series": []}, "Send {'series'"),
-        ({"nothing": 1}, "Send {'series'"),
+        ({"series": [series("bad;name")]}, "Invalid name"),
+        ({"series": [series(values=["high"])]}, "values.0"),
+        ({"series": [series(values=[1], times=[1, 2])]}, "the same length"),
+        ({"series": [series(values=[1], steps=["NaN"])]}, "steps.0"),
+        ({"series": [series(values=[1], steps=[float("1e300")])]}, "steps.0"),
+        ({"series": [series(values=[1], times=[-1])]}, "times.0"),
+        ({"series": [series(values=[1.0] * 100_001)]}, "100,000 points"),
+        ({"series": [{"name": "loss", "count": 2, "packed": "AAAA"}]}, "packed holds 3 bytes"),
+        ({"series": [{"name": "loss", "count": 1, "packed": "not base64!"}]}, "not base64"),
+        ({"series": [packed([math.inf], [1.0], [1.0])]}, "steps must be finite"),
+        ({"series": []}, "series"),
+        ({"nothing": 1}, "series"),
     ],
 )
 def test_bad_metrics_get_a_clear_400(client, running, body, message):
     run, token = running
     response = post(client, run.pk, "metrics", body, token)
-    assert response.status_code == 400
+    assert response.status_code == 400, response.content
     assert message in response.json()["error"]
     assert not run.metric_series.exists()
+
+
+@pytest.mark.parametrize("number", ["1" * 400, "1e400", "-1e999"])
+def test_a_number_that_does_not_fit_a_float_is_a_400(client, running, number):
+    run, token = running
+    for where in (f'"values": [{number}], "times": [1]', f'"values": [1], "steps": [{number}], "times": [1]',
+                  f'"values": [1], "times": [{number}]'):
+        response = client.post(f"/api/v1/runs/{run.pk}/metrics", data=f'{{"series": [{{"name": "x", {where}}}]}}',
+                               content_type="application/json", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 400
+        assert "not valid JSON" in response.json()["error"] and "infinity" in response.json()["error"]
+    assert not run.metric_series.exists()
+
+
+def test_json_nested_a_thousand_deep_is_a_400(client, running):
+    run, token = running
+    for depth in (1_000, 5_000):
+        nested = "[" * depth + "1" + "]" * depth
+        for route, body in (("metrics", f'{{"series": {nested}}}'), ("tags", f'{{"tags": {{"a": {nested}}}}}'),
+                            ("entries", f'{{"entries": [{{"name": "x", "kind": "list", "data": {nested}}}]}}')):
+            response = client.post(f"/api/v1/runs/{run.pk}/{route}", data=body, content_type="application/json",
+                                   headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 400, (route, depth, response.content[:200])
+            assert response.json()["error"]
 
 
 def test_a_body_that_is_not_json_gets_a_400(client, running):
     run, token = running
     response = client.post(f"/api/v1/runs/{run.pk}/metrics", data="not json", content_type="application/json",
                            headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 400 and response.json() == {"error": "The body must be JSON."}
+    assert response.status_code == 400 and response.json()["error"].startswith("The body is not valid JSON")
 
 
 def test_an_oversized_body_gets_a_413(client, running, settings):
     run, token = running
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
-    response = post(client, run.pk, "metrics", {"series": [{"name": "x", "points": [[None, 1, 1]] * 200}]}, token)
-    assert response.status_code == 413
+    response = post(client, run.pk, "metrics", {"series": [series("x", [1] * 200)]}, token)
+    assert response.status_code == 413 and "too large" in response.json()["error"]
 
 
 def test_a_request_without_a_token_is_refused(client, running):
     run, _ = running
     response = client.post(f"/api/v1/runs/{run.pk}/metrics", data="{}", content_type="application/json")
-    assert response.status_code == 401 and "Authorization: Bearer" in response.json()["error"]
+    assert response.status_code == 401 and "Authorization" in response.json()["error"]
     response = post(client, run.pk, "metrics", {}, f"{run.pk}.wrong-secret")
     assert response.status_code == 401
 
@@ -112,7 +175,7 @@ def test_a_runs_token_cannot_write_to_another_run(client, running, cast, workspa
     run, token = running
     other = make_run(workspace, cast["carol"])
     start(other)
-    response = post(client, other.pk, "metrics", {"series": [{"name": "x", "points": [[None, 1, 1]]}]}, token)
+    response = post(client, other.pk, "metrics", {"series": [series("x")]}, token)
     assert response.status_code == 403
     assert f"only to run {run.pk} and its child runs" in response.json()["error"]
     assert not other.metric_series.exists()
@@ -133,7 +196,7 @@ def test_a_token_writes_to_its_children_and_grandchildren(client, running):
     assert response.status_code == 201
     child_id = response.json()["run_id"]
     grandchild_id = post(client, child_id, "children", {"name": None}, token).json()["run_id"]
-    assert post(client, grandchild_id, "metrics", {"series": [{"name": "x", "points": [[None, 2, 1]]}]}, token).status_code == 200
+    assert post(client, grandchild_id, "metrics", {"series": [series("x", [2])]}, token).status_code == 200
     grandchild = Run.objects.get(pk=grandchild_id)
     assert grandchild.parent_id == child_id and grandchild.status == RunStatus.RUNNING
     assert Run.objects.get(pk=child_id).display_name == "fold-1"
@@ -142,13 +205,13 @@ def test_a_token_writes_to_its_children_and_grandchildren(client, running):
 def test_the_token_stops_working_when_the_run_ends(client, running):
     run, token = running
     run.end_with_descendants(RunStatus.COMPLETED)
-    response = post(client, run.pk, "metrics", {"series": [{"name": "x", "points": [[None, 1, 1]]}]}, token)
+    response = post(client, run.pk, "metrics", {"series": [series("x")]}, token)
     assert response.status_code == 403 and "has ended (Completed)" in response.json()["error"]
 
 
 def test_children_end_with_their_parent(client, running):
     run, token = running
-    child_id = post(client, run.pk, "children", {}, token).json()["run_id"]
+    child_id = post(client, run.pk, "children", {"name": None}, token).json()["run_id"]
     run.end_with_descendants(RunStatus.FAILED, "boom")
     child = Run.objects.get(pk=child_id)
     assert child.status == RunStatus.FAILED and f"Ended with its parent run {run.pk}" in child.reason
@@ -156,11 +219,11 @@ def test_children_end_with_their_parent(client, running):
 
 def test_a_child_reports_its_own_end(client, running):
     run, token = running
-    child_id = post(client, run.pk, "children", {}, token).json()["run_id"]
+    child_id = post(client, run.pk, "children", {"name": None}, token).json()["run_id"]
     assert post(client, child_id, "status", {"status": "Failed", "reason": "diverged"}, token).status_code == 200
     child = Run.objects.get(pk=child_id)
     assert child.status == RunStatus.FAILED and child.reason == "diverged"
-    response = post(client, child_id, "metrics", {"series": [{"name": "x", "points": [[None, 1, 1]]}]}, token)
+    response = post(client, child_id, "metrics", {"series": [series("x")]}, token)
     assert response.status_code == 409
 
 
@@ -190,7 +253,7 @@ def test_entries_validate_their_shape(client, running):
     response = post(client, run.pk, "entries", bad, token)
     assert response.status_code == 400 and "same length" in response.json()["error"]
     response = post(client, run.pk, "entries", {"entries": [{"name": "x", "kind": "blob", "data": 1}]}, token)
-    assert response.status_code == 400 and "kind must be list, row or table" in response.json()["error"]
+    assert response.status_code == 400 and "'list', 'row' or 'table'" in response.json()["error"]
 
 
 def upload(client, run_id, route, token, name, filename, content):

@@ -37,7 +37,7 @@ def test_points_across_chunk_boundaries_stay_in_order(cast, workspace, monkeypat
     monkeypatch.setattr(metrics, "SUMMARY_POINTS", 100)
     run = make_run(workspace, cast["carol"])
     for start in range(0, 5_500, 700):
-        metrics.append_scalars(run, "loss", [(None, float(i), 1e9 + i) for i in range(start, min(start + 700, 5_500))])
+        metrics.append_points(run, "loss", [(None, float(i), 1e9 + i) for i in range(start, min(start + 700, 5_500))])
     series = run.metric_series.get(name="loss")
     assert series.count == 5_500 and series.last_value == 5_499 and series.last_step == 5_499
     assert series.min_value == 0 and series.max_value == 5_499
@@ -58,7 +58,7 @@ def test_a_spike_survives_both_levels_of_downsampling(cast, workspace, monkeypat
     run = make_run(workspace, cast["carol"])
     values = np.sin(np.arange(200_000) / 1000.0)
     values[150_001] = 99.0
-    metrics.append_scalars(run, "signal", list(zip([None] * len(values), values.tolist(), [0.0] * len(values), strict=True)))
+    metrics.append_points(run, "signal", list(zip([None] * len(values), values.tolist(), [0.0] * len(values), strict=True)))
     points, total = metrics.read_scalars(run.metric_series.get(name="signal"), max_points=2_000)
     assert total == 200_000 and len(points) <= 2_004
     assert 99.0 in points.values.tolist()
@@ -68,7 +68,7 @@ def test_a_spike_survives_both_levels_of_downsampling(cast, workspace, monkeypat
 
 def test_nan_and_infinity_are_stored_as_such(cast, workspace):
     run = make_run(workspace, cast["carol"])
-    metrics.append_scalars(run, "loss", [(None, 1.0, 0.0), (None, math.nan, 0.0), (None, math.inf, 0.0)])
+    metrics.append_points(run, "loss", [(None, 1.0, 0.0), (None, math.nan, 0.0), (None, math.inf, 0.0)])
     series = run.metric_series.get(name="loss")
     assert series.last_nonfinite == "Infinity" and series.last_display == "Infinity"
     assert series.min_value == 1.0 and series.max_value == 1.0
@@ -78,7 +78,7 @@ def test_nan_and_infinity_are_stored_as_such(cast, workspace):
 
 def test_explicit_steps_are_kept_and_missing_ones_count_on(cast, workspace):
     run = make_run(workspace, cast["carol"])
-    metrics.append_scalars(run, "lr", [(10, 0.1, 0.0), (None, 0.2, 0.0), (20.5, 0.3, 0.0)])
+    metrics.append_points(run, "lr", [(10, 0.1, 0.0), (None, 0.2, 0.0), (20.5, 0.3, 0.0)])
     points, _ = metrics.read_scalars(run.metric_series.get(name="lr"))
     assert points.steps.tolist() == [10.0, 1.0, 20.5]
 
@@ -87,7 +87,7 @@ def test_a_name_keeps_its_kind(cast, workspace):
     run = make_run(workspace, cast["carol"])
     metrics.append_entries(run, "cm", "table", [{"a": [1]}])
     with pytest.raises(metrics.MetricError, match="was logged as table"):
-        metrics.append_scalars(run, "cm", [(None, 1.0, 0.0)])
+        metrics.append_points(run, "cm", [(None, 1.0, 0.0)])
 
 
 @pytest.mark.parametrize("name", ["", " x", "a" * 256, "bad\nname", "semi;colon", None, 5])

@@ -107,7 +107,7 @@ def test_a_live_run_page_follows_the_events_and_offers_cancel_to_writers(client,
     assert f'data-events-url="/w/lab/runs/{run.pk}/events/"' in page
     assert 'id="cancel-form"' in page
     assert "live_console.js" in page
-    assert f'hx-get="/w/lab/runs/{run.pk}/?part=summary"' in page
+    assert f'hx-get="/w/lab/runs/{run.pk}/"' in page
 
 
 def test_a_reader_sees_no_cancel_button(client, cast, run):
@@ -170,13 +170,13 @@ def test_it_lists_stored_files_and_the_snapshot_tree(client, cast, run):
 def test_the_page_of_a_live_run_refreshes_its_summary_in_place(client, cast, run):
     login(client, cast["bob"])
     page = client.get(url(run)).content.decode()
-    assert f'hx-get="/w/lab/runs/{run.pk}/?part=summary"' in page
+    assert f'hx-get="/w/lab/runs/{run.pk}/"' in page
     assert 'hx-swap="innerHTML"' in page and 'hx-sync="this:replace"' in page
 
 
 def test_the_summary_part_of_a_live_run_is_only_the_summary(client, cast, run):
     login(client, cast["bob"])
-    response = client.get(url(run), {"part": "summary"}, headers=HTMX)
+    response = client.get(url(run), headers={**HTMX, "HX-Target": "run-summary"})
     assert response.status_code == 200
     body = response.content.decode().strip()
     assert "<html" not in body and "Configuration" not in body and "<section" not in body
@@ -186,7 +186,7 @@ def test_the_summary_part_of_a_live_run_is_only_the_summary(client, cast, run):
 def test_the_summary_part_of_a_final_run_stops_the_polling(client, cast, run):
     finish(run, RunStatus.CANCELED, reason="Canceled by carol.")
     login(client, cast["bob"])
-    response = client.get(url(run), {"part": "summary"}, headers=HTMX)
+    response = client.get(url(run), headers={**HTMX, "HX-Target": "run-summary"})
     assert response.status_code == 286
     body = text(response)
     assert 'data-status="Canceled"' in body and "Canceled by carol." in body

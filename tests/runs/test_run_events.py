@@ -11,7 +11,8 @@ from django.test import AsyncClient
 from django.urls import reverse
 
 from runs import live
-from runs.events import REPLAY_ENTRIES
+from studio import live as studio_live
+from studio.sse import REPLAY_ENTRIES
 from runs.models import Run, RunStatus
 from tests.conftest import assert_sent_to_sign_in, login, make_run
 
@@ -112,7 +113,7 @@ def test_it_answers_400_for_an_invalid_last_event_id(client, cast, run, last_id)
 
 def test_it_replays_what_was_published_before_the_page_connected(cast, run):
     live.publish_status(run.pk, RunStatus.RUNNING)
-    live.publish_lines(run.pk, [("out", "hello"), ("out", "world"), ("err", "warning: <b>x</b>")])
+    studio_live.append_lines(live.stream_key(run.pk), [("out", "hello"), ("out", "world"), ("err", "warning: <b>x</b>")])
     response, chunks = stream(cast["bob"], run, count=3)  # the stream then waits for news
     assert response.status_code == 200
     assert chunks[0] == "retry: 1000\n\n"
@@ -130,7 +131,7 @@ def test_it_sends_what_is_published_while_the_page_is_connected(cast, run):
 
     def publish():  # the replay was read: what comes now reaches the page only by waiting on the stream
         live.publish_status(run.pk, RunStatus.RUNNING)
-        live.publish_lines(run.pk, [("out", "hello")])
+        studio_live.append_lines(live.stream_key(run.pk), [("out", "hello")])
         live.publish_status(run.pk, RunStatus.COMPLETED)
 
     _, chunks = stream(cast["alice"], run, then=publish, then_after=2)
@@ -146,7 +147,7 @@ def test_it_sends_what_is_published_while_the_page_is_connected(cast, run):
 
 def test_the_stream_of_a_final_run_ends_with_an_end_event(cast, run):
     run.transition(RunStatus.RUNNING, from_states=(RunStatus.QUEUED,))
-    live.publish_lines(run.pk, [("out", "epoch 1")])
+    studio_live.append_lines(live.stream_key(run.pk), [("out", "epoch 1")])
     run.transition(RunStatus.FAILED, from_states=(RunStatus.RUNNING,), reason="Exit code 1.")
     _, chunks = stream(cast["bob"], run)  # reads until the server ends the stream
     events = [parse(chunk) for chunk in chunks[1:]]
@@ -156,8 +157,8 @@ def test_the_stream_of_a_final_run_ends_with_an_end_event(cast, run):
 
 
 def test_a_reconnecting_page_resumes_after_its_last_event_id(cast, run, redis_client):
-    live.publish_lines(run.pk, [("out", "first")])
-    live.publish_lines(run.pk, [("out", "second")])
+    studio_live.append_lines(live.stream_key(run.pk), [("out", "first")])
+    studio_live.append_lines(live.stream_key(run.pk), [("out", "second")])
     live.publish_status(run.pk, RunStatus.COMPLETED)
     first_id = redis_client.xrange(live.stream_key(run.pk))[0][0].decode()
     _, chunks = stream(cast["carol"], run, headers={"Last-Event-ID": first_id})
@@ -170,7 +171,7 @@ def test_a_reconnecting_page_resumes_after_its_last_event_id(cast, run, redis_cl
 
 
 def test_a_long_stream_says_earlier_lines_are_in_the_full_log(cast, run):
-    live.publish_lines(run.pk, [("out" if n % 2 else "err", f"line {n}") for n in range(REPLAY_ENTRIES)])
+    studio_live.append_lines(live.stream_key(run.pk), [("out" if n % 2 else "err", f"line {n}") for n in range(REPLAY_ENTRIES)])
     live.publish_status(run.pk, RunStatus.COMPLETED)
     _, chunks = stream(cast["bob"], run)
     events = [parse(chunk) for chunk in chunks[1:]]

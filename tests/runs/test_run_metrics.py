@@ -28,10 +28,10 @@ def run(cast, workspace) -> Run:
 
 @pytest.fixture
 def logged(run) -> Run:
-    metrics.append_scalars(run, "loss", [(0, 0.9, 1.0), (1, 0.5, 2.0)], description="training loss")
-    metrics.append_scalars(run, "accuracy", [(0, 0.1, 1.0), (1, 0.7, 2.0)])
-    metrics.append_scalars(run, "sys/cpu_percent", [(None, 50.0, 1.0), (None, 80.0, 2.0)])
-    metrics.append_scalars(run, "sys/memory_rss_mb", [(None, 120.0, 1.0)])
+    metrics.append_points(run, "loss", [(0, 0.9, 1.0), (1, 0.5, 2.0)], description="training loss")
+    metrics.append_points(run, "accuracy", [(0, 0.1, 1.0), (1, 0.7, 2.0)])
+    metrics.append_points(run, "sys/cpu_percent", [(None, 50.0, 1.0), (None, 80.0, 2.0)])
+    metrics.append_points(run, "sys/memory_rss_mb", [(None, 120.0, 1.0)])
     return run
 
 
@@ -208,7 +208,7 @@ def test_a_final_run_that_logged_nothing_says_so(client, cast, run):
 
 
 def test_system_metrics_alone_still_show_the_empty_state_for_user_metrics(client, cast, run):
-    metrics.append_scalars(run, "sys/cpu_percent", [(None, 5.0, 1.0)])
+    metrics.append_points(run, "sys/cpu_percent", [(None, 5.0, 1.0)])
     login(client, cast["bob"])
     parts = sections(text(client.get(url(run), headers=HTMX)))
     assert "Nothing logged yet" in parts["metrics"] and "data-chart" in parts["system"]
@@ -216,9 +216,9 @@ def test_system_metrics_alone_still_show_the_empty_state_for_user_metrics(client
 
 def test_child_runs_are_listed_with_their_latest_metrics(client, cast, logged):
     first, second = logged.create_child("fold-0"), logged.create_child("fold-<1>")
-    metrics.append_scalars(first, "val_loss", [(0, 0.42, 1.0)])
-    metrics.append_scalars(second, "val_loss", [(0, 0.5, 1.0), (1, 0.31, 2.0)])
-    metrics.append_scalars(second, "sys/cpu_percent", [(None, 99.0, 1.0)])
+    metrics.append_points(first, "val_loss", [(0, 0.42, 1.0)])
+    metrics.append_points(second, "val_loss", [(0, 0.5, 1.0), (1, 0.31, 2.0)])
+    metrics.append_points(second, "sys/cpu_percent", [(None, 99.0, 1.0)])
     second.transition(RunStatus.COMPLETED, from_states=(RunStatus.RUNNING,))
     login(client, cast["bob"])
     raw = client.get(url(logged), headers=HTMX).content.decode()
@@ -234,8 +234,8 @@ def test_child_runs_cost_the_same_queries_however_many_there_are(client, cast, r
     def add_children(count):
         for i in range(count):
             child = run.create_child(f"trial-{Run.objects.filter(parent=run).count()}")
-            metrics.append_scalars(child, "score", [(0, float(i), 1.0)])
-            metrics.append_scalars(child, "loss", [(0, float(i), 1.0)])
+            metrics.append_points(child, "score", [(0, float(i), 1.0)])
+            metrics.append_points(child, "loss", [(0, float(i), 1.0)])
 
     login(client, cast["bob"])
     add_children(1)
@@ -256,9 +256,9 @@ def test_the_live_poll_answers_204_while_nothing_new_appeared(client, cast, logg
     version = re.search(r'data-version="([^"]+)"', page).group(1)
     assert f'hx-get="/w/lab/runs/{logged.pk}/metrics/?known={version}" hx-trigger="every 5s"' in page
     assert client.get(url(logged), {"known": version}, headers=HTMX).status_code == 204
-    metrics.append_scalars(logged, "loss", [(2, 0.4, 3.0)])  # the charts fetch new points themselves
+    metrics.append_points(logged, "loss", [(2, 0.4, 3.0)])  # the charts fetch new points themselves
     assert client.get(url(logged), {"known": version}, headers=HTMX).status_code == 204
-    metrics.append_scalars(logged, "lr", [(0, 0.1, 3.0)])
+    metrics.append_points(logged, "lr", [(0, 0.1, 3.0)])
     response = client.get(url(logged), {"known": version}, headers=HTMX)
     assert response.status_code == 200 and series_url(logged, "lr") in response.content.decode()
 

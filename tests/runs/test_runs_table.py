@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from runs.metrics import append_scalars
+from runs.metrics import append_points
 from runs.models import MetricKind, MetricSeries, Run, RunStatus
 from runs.views import PAGE_SIZE
 from tests.conftest import login, make_run, text
@@ -34,7 +34,7 @@ def add_run(template: Run, **fields) -> Run:
 
 def log(run: Run, **values) -> None:
     for name, value in values.items():
-        append_scalars(run, name, [(None, value, 0.0)])
+        append_points(run, name, [(None, value, 0.0)])
 
 
 def rows(response) -> list[dict]:
@@ -69,7 +69,7 @@ def link(response, label: str) -> str | None:
 
 def test_it_shows_the_first_five_metrics_alphabetically_with_each_runs_last_value(client, cast, first):
     log(first, zeta=1, loss=0.25, accuracy=0.9, epoch=3, lr=0.01, mae=2.5)
-    append_scalars(first, "loss", [(None, 0.125, 1.0)])  # the last value is the one shown
+    append_points(first, "loss", [(None, 0.125, 1.0)])  # the last value is the one shown
     login(client, cast["bob"])
     response = client.get(URL)
     assert metric_headers(response) == ["accuracy", "epoch", "loss", "lr", "mae"]
@@ -99,7 +99,7 @@ def test_the_chosen_columns_are_kept_in_the_query_string_and_can_be_none(client,
 def test_a_run_without_the_metric_shows_a_dash_and_a_non_finite_last_value_shows_as_such(client, cast, first):
     second = add_run(first)
     log(first, loss=0.5)
-    append_scalars(second, "loss", [(None, 1.0, 0.0), (None, float("nan"), 1.0)])
+    append_points(second, "loss", [(None, 1.0, 0.0), (None, float("nan"), 1.0)])
     third = add_run(first)
     login(client, cast["alice"])
     assert [row["cells"] for row in rows(client.get(URL))] == [["–"], ["NaN"], ["0.5"]]

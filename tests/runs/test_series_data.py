@@ -28,7 +28,7 @@ def run(cast, workspace) -> Run:
 @pytest.fixture
 def loss(run) -> MetricSeries:
     t0 = run.started_at.timestamp()
-    metrics.append_scalars(run, "loss", [(0, 0.9, t0 + 1.0), (1, 0.5, t0 + 2.0), (5, 0.25, t0 + 3.5)])
+    metrics.append_points(run, "loss", [(0, 0.9, t0 + 1.0), (1, 0.5, t0 + 2.0), (5, 0.25, t0 + 3.5)])
     return MetricSeries.objects.get(run=run, name="loss")
 
 
@@ -70,7 +70,7 @@ def test_it_answers_404_for_a_run_of_another_workspace(client, cast, run, loss):
     from studio.models import Workspace
 
     foreign = make_run(Workspace.objects.get(name="elsewhere"), cast["charlie"], experiment="secret")
-    metrics.append_scalars(foreign, "secret", [(0, 1.0, 1.0)])
+    metrics.append_points(foreign, "secret", [(0, 1.0, 1.0)])
     secret = MetricSeries.objects.get(run=foreign)
     login(client, cast["alice"])
     assert client.get(url(foreign, secret).replace("/w/elsewhere/", "/w/lab/")).status_code == 404
@@ -150,7 +150,7 @@ def test_non_finite_values_are_null_and_listed_as_markers(client, cast, run):
         (4, math.nan, 5.0),
         (5, 2.0, 6.0),
     ]
-    metrics.append_scalars(run, "grad_norm", points)
+    metrics.append_points(run, "grad_norm", points)
     series = MetricSeries.objects.get(run=run, name="grad_norm")
     login(client, cast["bob"])
     data = strict_json(client.get(url(run, series)))
@@ -165,7 +165,7 @@ def test_non_finite_values_are_null_and_listed_as_markers(client, cast, run):
 
 
 def test_a_non_finite_last_value_is_sent_as_its_name(client, cast, run):
-    metrics.append_scalars(run, "loss", [(0, 1.0, 1.0), (1, math.nan, 2.0)])
+    metrics.append_points(run, "loss", [(0, 1.0, 1.0), (1, math.nan, 2.0)])
     series = MetricSeries.objects.get(run=run, name="loss")
     login(client, cast["bob"])
     assert strict_json(client.get(url(run, series)))["last"] == "NaN"
@@ -179,7 +179,7 @@ def test_the_data_of_a_final_run_says_so(client, cast, run, loss):
 
 def test_max_points_limits_the_points_sent(client, cast, run):
     values = np.sin(np.arange(20_000) / 500.0)
-    metrics.append_scalars(
+    metrics.append_points(
         run, "wave", list(zip(range(20_000), values.tolist(), (1000.0 + np.arange(20_000)).tolist(), strict=True))
     )
     series = MetricSeries.objects.get(run=run, name="wave")
@@ -205,7 +205,7 @@ def test_a_ten_million_point_series_is_sent_as_about_two_thousand_points_keeping
         if start <= low_at < start + batch:
             values[low_at - start] = -3.0
         times = t0 + steps * 0.001
-        metrics.append_scalars(run, "loss", list(zip(steps.tolist(), values.tolist(), times.tolist(), strict=True)))
+        metrics.append_points(run, "loss", list(zip(steps.tolist(), values.tolist(), times.tolist(), strict=True)))
     stored = time.perf_counter() - started
     series = MetricSeries.objects.get(run=run, name="loss")
     assert series.count == total

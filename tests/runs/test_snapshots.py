@@ -17,6 +17,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploaded
 
 from runs import snapshots
 from runs.snapshots import SnapshotError, stage_upload
+from studio.downloads import zip_response
 from studio.models import Workspace
 
 # Fixtures and builders ---------------------------------------------------------------------------------------
@@ -393,10 +394,9 @@ def test_materialize_refuses_an_unsafe_manifest_path(snapshot, tmp_path):
     assert not (tmp_path / "escaped.py").exists()
 
 
-def test_write_zip_round_trips(snapshot):
-    buffer = io.BytesIO()
-    snapshots.write_zip(snapshot, buffer)
-    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as archive:
+def test_the_zip_download_round_trips(snapshot, rf):
+    response = zip_response(rf.get("/"), snapshots.zip_members(snapshot), filename="s.zip", compress=True)
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as archive:
         assert archive.namelist() == ["README", "pkg/model.py", "pkg/sub/util.py", "train.py"]
         assert archive.read("train.py") == b"print(1)\n"
         assert archive.getinfo("pkg/model.py").compress_type == zipfile.ZIP_DEFLATED

@@ -11,10 +11,14 @@ receives and can be told to fail.
 
 from __future__ import annotations
 
+import array
+import base64
 import email.parser
 import email.policy
 import itertools
 import json
+import math
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -100,12 +104,13 @@ class FakeStudio:
             ]
 
     def points(self, run_id: int) -> list[tuple]:
-        return [
-            (series["name"], step, value, at)
-            for request in self.received("metrics", run_id)
-            for series in request.json["series"]
-            for step, value, at in series["points"]
-        ]
+        """Every point received for the run, as (name, step or None, value, time), unpacked from the columns."""
+        found = []
+        for request in self.received("metrics", run_id):
+            for series in request.json["series"]:
+                for step, value, at in unpack(series):
+                    found.append((series["name"], step, value, at))
+        return found
 
     def env(self, run_id: int = 7, **extra) -> dict:
         return {"STUDIO_RUN_ID": str(run_id), "STUDIO_API_URL": self.url, "STUDIO_RUN_TOKEN": TOKEN, **extra}
@@ -119,7 +124,7 @@ class FakeStudio:
         if request.method == "GET" and kind == "tags":
             return 200, {"tags": self.tags.get(request.run_id, {})}
         if kind == "metrics":
-            return 200, {"stored": sum(len(s["points"]) for s in request.json["series"])}
+            return 200, {"stored": sum(s["count"] for s in request.json["series"])}
         if kind == "entries":
             return 200, {"stored": len(request.json["entries"])}
         if kind == "tags":
@@ -186,3 +191,13 @@ class FakeStudio:
                 self._handle("GET")
 
         return Handler
+
+
+def unpack(series: dict) -> list[tuple]:
+    """(step or None, value, time) of a packed series as the SDK sends it; NaN and infinities stay floats."""
+    raw = array.array("d", base64.b64decode(series["packed"]))
+    if sys.byteorder != "little":
+        raw.byteswap()
+    count = series["count"]
+    steps, values, times = raw[:count], raw[count : 2 * count], raw[2 * count :]
+    return [(None if math.isnan(s) else s, v, t) for s, v, t in zip(steps, values, times, strict=True)]

@@ -6,7 +6,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from django.urls import reverse
 
-from environments.crypto import decrypt, encrypt
+from studio.crypto import decrypt, encrypt
 from studio.models import ComputeTarget, Workspace
 from tests.conftest import assert_sent_to_sign_in, login, text
 from tests.studio.test_docker_engine import make_pki

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from environments.crypto import encrypt
 from runs.models import Run
+from studio.crypto import encrypt
 from studio.models import ComputeTarget
 from tests.conftest import assert_sent_to_sign_in, login, make_run, text
 from tests.studio.test_docker_engine import make_pki

@@ -10,7 +10,7 @@ import docker
 import pytest
 from django.urls import reverse
 
-from environments.crypto import encrypt
+from studio.crypto import encrypt
 from studio.models import ComputeTarget, Workspace
 from tests.conftest import assert_sent_to_sign_in, login, text
 from tests.studio.test_docker_engine import make_pki

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from environments.crypto import encrypt
+from studio.crypto import encrypt
 from studio.docker_engine import EngineError, check_connection, client_for
 from studio.models import ComputeTarget
 

@@ -1,0 +1,197 @@
+"""Request bodies: each route's size limit, enforced before a byte is stored, and bodies read as the view reads them.
+
+Django's ASGI handler reads every request body whole into a temporary file before the view starts: a 2 GB upload to a
+route that accepts 300 MB is read whole (and, for a form upload, copied a second time by the multipart parser) before
+anything refuses it. `StreamingASGIHandler` replaces that with:
+
+- a limit per route (`register(url_name, limit)`, by the route's URL name; STUDIO_REQUEST_MAX_BYTES otherwise);
+- a declared Content-Length over the limit answered 413 at once, before any of the body is read;
+- a body without a declared length (chunked) read only as the view consumes it, and refused as soon as it passes the
+  limit, so the server stops reading within one chunk of it;
+- nothing buffered twice: the view's parser (the multipart parser writing an upload's one temporary file, or the
+  JSON parser) reads straight from the connection, so temporary disk use stays under the limit plus one chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+from collections.abc import Callable
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
+from django.core import signals
+from django.core.exceptions import RequestAborted, RequestDataTooBig
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import HttpResponse
+from django.urls import Resolver404, resolve, set_script_prefix
+from django.utils.html import escape
+
+_LIMITS: dict[str, Callable[[], int]] = {}
+REFUSAL_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Request refused · Studio</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto">
+<h1>That request was refused</h1><p id="refusal-message">{message}</p>
+<p>Go back and send something smaller, or <a href="/">start again</a>.</p></body></html>"""
+
+
+def register(url_name: str, limit: Callable[[], int]) -> None:
+    """Let the route named `url_name` ("namespace:name" for namespaced routes) accept bodies up to `limit()` bytes."""
+    _LIMITS[url_name] = limit
+
+
+def body_limit_for(path: str) -> int:
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return settings.STUDIO_REQUEST_MAX_BYTES
+    name = f"{match.namespace}:{match.url_name}" if match.namespace else (match.url_name or "")
+    limit = _LIMITS.get(name)
+    return limit() if limit is not None else settings.STUDIO_REQUEST_MAX_BYTES
+
+
+def too_big_message(limit: int) -> str:
+    return f"The request body is too large: at most {limit:,} bytes are accepted here. Send less at a time."
+
+
+class RequestBody(io.RawIOBase):
+    """A request body read from the ASGI server as it is consumed (from the view's thread), up to `limit` bytes."""
+
+    def __init__(self, receive, limit: int):
+        self._receive = receive
+        self._buffer = b""
+        self._more = True
+        self.limit = limit
+        self.received = 0
+        self.too_big = False
+        self.done = asyncio.Event()  # the whole body was received (or the client went away)
+        self._loop = asyncio.get_running_loop()
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_message(self):
+        return async_to_sync(self._receive)()
+
+    def readinto(self, target) -> int:
+        while not self._buffer and self._more:
+            message = self._next_message()
+            if message["type"] == "http.disconnect":
+                self._finish()
+                raise RequestAborted()
+            chunk = message.get("body", b"")
+            self.received += len(chunk)
+            self._more = message.get("more_body", False)
+            if not self._more:
+                self._finish()
+            if self.received > self.limit:
+                self.too_big = True
+                self._more = False
+                self._finish()
+                raise RequestDataTooBig(too_big_message(self.limit))
+            self._buffer = chunk
+        count = min(len(target), len(self._buffer))
+        target[:count] = self._buffer[:count]
+        self._buffer = self._buffer[count:]
+        return count
+
+    def _finish(self) -> None:
+        self._loop.call_soon_threadsafe(self.done.set)
+
+    def close(self) -> None:
+        super().close()
+
+
+class _EmptyBody(io.BytesIO):
+    done = None
+
+
+class StreamingASGIHandler(ASGIHandler):
+    """Django's ASGI handler, with per-route body limits and bodies streamed to the view (see the module's doc)."""
+
+    async def handle(self, scope, receive, send):
+        limit = body_limit_for(scope["path"])
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        try:
+            declared_length = int(declared) if declared is not None else None
+        except ValueError:
+            await self._refuse(scope, send, 400, "The Content-Length header is not a number.")
+            return
+        if declared_length is not None and declared_length > limit:
+            await self._refuse(scope, send, 413, too_big_message(limit))
+            return
+        has_body = chunked or (declared_length or 0) > 0
+        body_file = RequestBody(receive, limit) if has_body else _EmptyBody()
+        set_script_prefix(get_script_prefix(scope))
+        await signals.request_started.asend(sender=self.__class__, scope=scope)
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            await sync_to_async(error_response.close)()
+            return
+
+        async def process_request(request, send):
+            response = await self.run_get_response(request)
+            if has_body and body_file.too_big and response.status_code != 413:
+                response = self._refusal(scope, 413, too_big_message(limit))
+            with contextlib.suppress(asyncio.CancelledError):  # the client disconnected while it was sent
+                await self.send_response(response, send)
+            return response
+
+        async def listen_for_disconnect():
+            # A body is the view's to read: listen only once it was all received. Without one, the server still
+            # sends one empty `http.request` message first.
+            if body_file.done is not None:
+                await body_file.done.wait()
+                if body_file.too_big:
+                    await asyncio.Event().wait()  # the rest of the body is never read: nothing more to hear
+            else:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise RequestAborted()
+                    if not message.get("more_body", False):
+                        break
+            await self.listen_for_disconnect(receive)
+
+        tasks = [asyncio.create_task(listen_for_disconnect()), asyncio.create_task(process_request(request, send))]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass  # the client went away
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            response = tasks[1].result()
+        except asyncio.CancelledError:
+            await signals.request_finished.asend(sender=self.__class__)
+        else:
+            await sync_to_async(response.close)()
+        body_file.close()
+
+    def _refusal(self, scope, status: int, message: str):
+        if scope["path"].startswith("/api/"):
+            body, content_type = json.dumps({"error": message}), "application/json"
+        else:  # a page: what a browser shows after a form upload that was too large
+            body = REFUSAL_PAGE.format(message=escape(message))
+            content_type = "text/html; charset=utf-8"
+        response = HttpResponse(body, status=status, content_type=content_type)
+        response["Connection"] = "close"
+        return response
+
+    async def _refuse(self, scope, send, status: int, message: str) -> None:
+        """Answer without reading the body (the server closes the connection, since the body was not read)."""
+        response = self._refusal(scope, status, message)
+        await self.send_response(response, send)

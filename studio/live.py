@@ -1,0 +1,66 @@
+"""Live event streams through Redis: what a page shows as it happens, for anything that runs (runs, image builds, and
+later deployments).
+
+Each thing has one Redis stream (its key is chosen by the app that owns it), carrying both console lines and status
+changes, so a browser page needs one SSE connection for everything it shows (see `studio/sse.py`). Entries are
+`{"k": "log", "s": "out"|"err", "t": text}` (one entry carries one or more lines joined by "\\n") or
+`{"k": "status", "v": status}`. The full console is always in a log file; a stream is for live viewers and is
+trimmed and expired.
+
+Signals (a cancel request, say) are plain keys with a time to live.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from django.conf import settings
+
+from studio.redis_client import get_redis
+
+logger = logging.getLogger(__name__)
+STREAM_TTL_SECONDS = 24 * 3600
+LINES_PER_ENTRY = 200
+
+
+def append_lines(key: str, batch: list[tuple[str, str]]) -> None:
+    """Append console lines in one round trip; consecutive lines of the same source share an entry.
+
+    Raises redis.RedisError: the caller (a console sink) decides what an outage means, since its log file has
+    every line anyway.
+    """
+    if not batch:
+        return
+    pipe = get_redis().pipeline(transaction=False)
+    maxlen = settings.STUDIO_LOG_STREAM_MAXLEN
+    group: list[str] = []
+    current = batch[0][0]
+    for source, text in batch:
+        if source != current or len(group) >= LINES_PER_ENTRY:
+            pipe.xadd(key, {"k": "log", "s": current, "t": "\n".join(group)}, maxlen=maxlen, approximate=True)
+            group, current = [], source
+        group.append(text)
+    pipe.xadd(key, {"k": "log", "s": current, "t": "\n".join(group)}, maxlen=maxlen, approximate=True)
+    pipe.expire(key, STREAM_TTL_SECONDS)
+    pipe.execute()
+
+
+def append_status(key: str, status: str) -> None:
+    """Tell live viewers; the database already holds the truth, so a Redis outage only delays pages."""
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.xadd(key, {"k": "status", "v": status}, maxlen=settings.STUDIO_LOG_STREAM_MAXLEN, approximate=True)
+        pipe.expire(key, STREAM_TTL_SECONDS)
+        pipe.execute()
+    except redis.RedisError:
+        logger.warning("Could not publish status %s to Redis stream %s", status, key, exc_info=True)
+
+
+def set_signal(key: str, value: str) -> None:
+    get_redis().set(key, value, ex=STREAM_TTL_SECONDS)
+
+
+def get_signal(key: str) -> str | None:
+    value = get_redis().get(key)
+    return value.decode("utf-8", errors="replace") if value is not None else None
