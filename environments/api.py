@@ -2,7 +2,7 @@
 contributors save versions and start builds.
 
 An environment version never changes once saved: `POST …/environments/{name}/versions` saves the next version (the
-first one of a new name). A build starts only when asked (`POST …/{version}/build`) or when a run needs the image.
+first one of a new name). A build starts only when asked (`POST …/{id:version}/build`) or when a run needs the image.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def list_versions(request, workspace: str, name: str):
     return [environment_json(workspace, version) for version in env.history().filter(anonymous=False)]
 
 
-@router.get("/workspaces/{workspace}/environments/{name}/{version}", response={200: EnvironmentOut, **ERRORS})
+@router.get("/workspaces/{workspace}/environments/{name}/{id:version}", response={200: EnvironmentOut, **ERRORS})
 def get_version(request, workspace: str, name: str, version: Id):
     _, env = get_environment_for_user(request, workspace, name, version)
     return environment_json(workspace, env)
@@ -159,7 +159,7 @@ def create_version(request: HttpRequest, workspace: str, name: str, payload: Env
     return Status(201, environment_json(workspace, env))
 
 
-@router.post("/workspaces/{workspace}/environments/{name}/{version}/build", response={202: ImageOut, **ERRORS})
+@router.post("/workspaces/{workspace}/environments/{name}/{id:version}/build", response={202: ImageOut, **ERRORS})
 def build_version(request, workspace: str, name: str, version: Id):
     """Build the image of a version (nothing happens when it is built or building already); 400 for a user-managed
     environment, which has no image."""
@@ -171,13 +171,13 @@ def build_version(request, workspace: str, name: str, version: Id):
     return Status(202, image_json(workspace, image))
 
 
-@router.get("/workspaces/{workspace}/images/{image_id}", response={200: ImageOut, **ERRORS})
+@router.get("/workspaces/{workspace}/images/{id:image_id}", response={200: ImageOut, **ERRORS})
 def get_image(request, workspace: str, image_id: Id):
     _, image = get_image_for_user(request, workspace, image_id)
     return image_json(workspace, image)
 
 
-@router.post("/workspaces/{workspace}/images/{image_id}/rebuild", response={202: ImageOut, 409: Error, **ERRORS})
+@router.post("/workspaces/{workspace}/images/{id:image_id}/rebuild", response={202: ImageOut, 409: Error, **ERRORS})
 def rebuild_image(request, workspace: str, image_id: Id):
     """Build the image again on purpose (resolving unpinned packages anew); 409 while a build is going."""
     _, image = get_image_for_user(request, workspace, image_id, write=True)
@@ -188,7 +188,7 @@ def rebuild_image(request, workspace: str, image_id: Id):
     return Status(202, image_json(workspace, image))
 
 
-@router.get("/workspaces/{workspace}/images/{image_id}/log", response={200: LogChunk, **ERRORS}, url_name="image_log")
+@router.get("/workspaces/{workspace}/images/{id:image_id}/log", response={200: LogChunk, **ERRORS}, url_name="image_log")
 def image_log(request, workspace: str, image_id: Id, offset: int | None = None, download: str = ""):
     """The build log: with `offset` (bytes), JSON display lines from there; without, the whole log as text."""
     _, image = get_image_for_user(request, workspace, image_id)
@@ -203,7 +203,7 @@ def image_log(request, workspace: str, image_id: Id, offset: int | None = None, 
                          as_attachment=query["download"], content_type="text/plain; charset=utf-8")
 
 
-@router.get("/workspaces/{workspace}/images/{image_id}/events", response={200: None, **ERRORS}, url_name="image_events")
+@router.get("/workspaces/{workspace}/images/{id:image_id}/events", response={200: None, **ERRORS}, url_name="image_events")
 def image_events(request, workspace: str, image_id: Id):
     """The build's log lines and status changes, live, as server-sent events."""
     _, image = get_image_for_user(request, workspace, image_id)

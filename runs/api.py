@@ -139,9 +139,10 @@ def list_experiments(request, workspace: str, archived: bool = False, after: str
         experiments = experiments.filter(name__gt=after[:255])
     page = list(experiments.order_by("name")[: limit + 1])
     items = [_experiment_json(access.workspace.name, experiment) for experiment in page[:limit]]
-    more = len(page) > limit
-    query = {"after": page[limit - 1].name, "limit": limit, **({"archived": "true"} if archived else {})}
-    return {"items": items, "next": urlencode(query) if more else None}
+    following = None
+    if len(page) > limit:
+        following = urlencode({"after": page[limit - 1].name, "limit": limit, **({"archived": "true"} if archived else {})})
+    return {"items": items, "next": following}
 
 
 def _experiment_json(workspace: str, experiment: Experiment) -> dict:
@@ -263,14 +264,14 @@ def submit_run(request, workspace: str, fields: Form[SubmitFields], source: File
     return Status(201, run_json(Run.objects.select_related(*RUN_LIST_RELATED).get(pk=run.pk)))
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}", response={200: RunDetailOut, **ERRORS})
+@router.get("/workspaces/{workspace}/runs/{id:run_id}", response={200: RunDetailOut, **ERRORS})
 def get_run(request, workspace: str, run_id: Id):
     """One run: its configuration, status and status history."""
     _, run = get_run_for_user(request, workspace, run_id)
     return run_json(run, detail=True, child_count=run.children.count())
 
 
-@router.post("/workspaces/{workspace}/runs/{run_id}/cancel", response={200: CancelOut, **ERRORS})
+@router.post("/workspaces/{workspace}/runs/{id:run_id}/cancel", response={200: CancelOut, **ERRORS})
 def cancel_run(request, workspace: str, run_id: Id):
     """Cancel a run: a queued one ends at once, a running one is stopped by its worker; an ended one stays as it was."""
     _, run = get_run_for_user(request, workspace, run_id, write=True)
@@ -280,7 +281,7 @@ def cancel_run(request, workspace: str, run_id: Id):
     return {"status": run.status, "cancel_requested": requested, "message": message}
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/children", response={200: RunPage, **ERRORS})
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/children", response={200: RunPage, **ERRORS})
 def list_children(request, workspace: str, run_id: Id):
     """The run's child runs, oldest first (at most 200)."""
     _, run = get_run_for_user(request, workspace, run_id)
@@ -288,13 +289,13 @@ def list_children(request, workspace: str, run_id: Id):
     return {"items": _runs_json(children)}
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/tags", response={200: Tags, **ERRORS})
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/tags", response={200: Tags, **ERRORS})
 def get_tags(request, workspace: str, run_id: Id):
     _, run = get_run_for_user(request, workspace, run_id)
     return {"tags": run.tags}
 
 
-@router.patch("/workspaces/{workspace}/runs/{run_id}/tags", response={200: Tags, **ERRORS})
+@router.patch("/workspaces/{workspace}/runs/{id:run_id}/tags", response={200: Tags, **ERRORS})
 def change_tags(request, workspace: str, run_id: Id, payload: TagsIn):
     """Set tags (`{"tags": {"key": "value"}}`); a null value removes the tag."""
     _, run = get_run_for_user(request, workspace, run_id, write=True)
@@ -315,7 +316,7 @@ def _apply_tags(run: Run, new: dict, *, null_removes: bool) -> dict:
     return run.tags
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/log", response={200: LogChunk, **ERRORS}, url_name="api_run_log")
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/log", response={200: LogChunk, **ERRORS}, url_name="api_run_log")
 def run_log(request, workspace: str, run_id: Id, offset: int | None = None, download: str = ""):
     """The console log. With `offset` (bytes), JSON: the display lines from there and the offset to ask for next,
     as the page's polling does; without, the whole log as text (`download=1` as an attachment)."""
@@ -323,7 +324,7 @@ def run_log(request, workspace: str, run_id: Id, offset: int | None = None, down
     return console_log_response(request, run, valid_query(LogQueryForm, request))
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/events", response={200: None, **ERRORS})
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/events", response={200: None, **ERRORS})
 def run_events(request, workspace: str, run_id: Id):
     """The console and status changes, live, as server-sent events (`log`, `status`, `end`); send `Last-Event-ID`
     to resume after a reconnect."""
@@ -335,7 +336,7 @@ def run_events(request, workspace: str, run_id: Id):
     return run_stream_response(run.pk, last_id)
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/metrics", response={200: list[SeriesOut], **ERRORS})
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/metrics", response={200: list[SeriesOut], **ERRORS})
 def list_metrics(request, workspace: str, run_id: Id):
     """Everything the run logged: scalar series (with their last value, count and extremes), lists, rows, tables and
     images. System metrics are the series named `sys/…`."""
@@ -350,7 +351,7 @@ def list_metrics(request, workspace: str, run_id: Id):
     ]
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/metrics/{series_id}", response={200: SeriesData, **ERRORS},
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/metrics/{id:series_id}", response={200: SeriesData, **ERRORS},
             url_name="series_data")
 def series_data(request, workspace: str, run_id: Id, series_id: Id, x: str = "step", max_points: int | None = None):
     """One scalar series as the charts draw it: downsampled on the server to at most `max_points` (100-5,000,
@@ -360,7 +361,7 @@ def series_data(request, workspace: str, run_id: Id, series_id: Id, x: str = "st
     return series_payload(run, series, valid_query(SeriesDataForm, request))
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/files", response={200: list[FileOut], **ERRORS})
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/files", response={200: list[FileOut], **ERRORS})
 def list_files(request, workspace: str, run_id: Id):
     """The files the run stored from ./outputs and ./logs (the console log is logs/std_log.txt)."""
     _, run = get_run_for_user(request, workspace, run_id)
@@ -368,21 +369,21 @@ def list_files(request, workspace: str, run_id: Id):
             for item in storage.list_stored_files(run.pk)]
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/files.zip", response={200: None, **ERRORS})
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/files.zip", response={200: None, **ERRORS})
 def files_zip(request, workspace: str, run_id: Id):
     """Every stored file as one zip, made while it downloads."""
     _, run = get_run_for_user(request, workspace, run_id)
     return stored_files_zip(request, run)
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/files/{path:path}", response={200: None, **ERRORS},
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/files/{path:path}", response={200: None, **ERRORS},
             url_name="run_file")
 def download_file(request, workspace: str, run_id: Id, path: str):
     _, run = get_run_for_user(request, workspace, run_id)
     return stored_file_response(request, run, path)
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/snapshot", response={200: SnapshotOut, **ERRORS})
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/snapshot", response={200: SnapshotOut, **ERRORS})
 def get_snapshot(request, workspace: str, run_id: Id):
     """The run's source as submitted: every file with its size and sha256."""
     _, run = get_run_for_user(request, workspace, run_id)
@@ -392,7 +393,7 @@ def get_snapshot(request, workspace: str, run_id: Id):
             "files": [{"path": e["path"], "size": e["size"], "sha256": e["sha256"]} for e in snapshot.manifest]}
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/snapshot/file", response={200: None, **ERRORS})
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/snapshot/file", response={200: None, **ERRORS})
 def snapshot_file(request, workspace: str, run_id: Id, path: str):
     """One file of the snapshot (a download)."""
     _, run = get_run_for_user(request, workspace, run_id)
@@ -402,7 +403,7 @@ def snapshot_file(request, workspace: str, run_id: Id, path: str):
     return file_response(request, snapshots.open_blob(run.snapshot, entry["path"]), filename=entry["path"].rsplit("/", 1)[-1])
 
 
-@router.get("/workspaces/{workspace}/runs/{run_id}/snapshot.zip", response={200: None, **ERRORS})
+@router.get("/workspaces/{workspace}/runs/{id:run_id}/snapshot.zip", response={200: None, **ERRORS})
 def snapshot_zip(request, workspace: str, run_id: Id):
     _, run = get_run_for_user(request, workspace, run_id)
     return snapshot_zip_response(request, run)
@@ -418,32 +419,30 @@ class RunTokenAuth(HttpBearer):
     openapi_scheme = "bearer"
 
     def authenticate(self, request: HttpRequest, token: str):
+        """The run the path names, when the token may write to it (checked before the body is parsed)."""
         root = tokens.authenticate(token)
         if root is None:
             return None
         if root.status not in ACTIVE_STATES:
             raise ApiError(403, f"Run {root.pk} has ended ({root.status}): its token no longer works.")
+        run_id = request.resolver_match.kwargs.get("run_id")
+        target = Run.objects.select_related("parent", "experiment", "workspace").filter(pk=run_id).first()
+        if target is None or not tokens.in_scope(root, target):
+            raise ApiError(403, f"This token may write only to run {root.pk} and its child runs.")
+        if request.method != "GET" and target.is_final:
+            raise ApiError(409, f"Run {target.pk} has ended ({target.status}): nothing more can be recorded for it.")
+        request.run = target
         return root
 
 
 ingest = Router(auth=RunTokenAuth(), tags=["ingest (run token)"])
 
 
-def _target(request, run_id: int, *, write: bool = True) -> Run:
-    root = request.auth
-    target = Run.objects.select_related("parent", "experiment", "workspace").filter(pk=run_id).first()
-    if target is None or not tokens.in_scope(root, target):
-        raise ApiError(403, f"This token may write only to run {root.pk} and its child runs.")
-    if write and target.is_final:
-        raise ApiError(409, f"Run {target.pk} has ended ({target.status}): nothing more can be recorded for it.")
-    return target
-
-
-@ingest.post("/runs/{run_id}/metrics", response={200: Stored, **WRITE_ERRORS, 413: Error}, url_name="ingest_metrics")
+@ingest.post("/runs/{id:run_id}/metrics", response={200: Stored, **WRITE_ERRORS, 413: Error}, url_name="ingest_metrics")
 def post_metrics(request, run_id: Id, payload: MetricsIn):
     """Append scalar points, each series as columns (JSON arrays or packed float64s); at most 100,000 points per
     request. The points of a series are stored in the order sent, as arrays: no work per point."""
-    run = _target(request, run_id)
+    run = request.run
     columns = []
     for series in payload.series:
         try:
@@ -460,10 +459,10 @@ def post_metrics(request, run_id: Id, payload: MetricsIn):
     return {"stored": stored}
 
 
-@ingest.post("/runs/{run_id}/entries", response={200: Stored, **WRITE_ERRORS}, url_name="ingest_entries")
+@ingest.post("/runs/{id:run_id}/entries", response={200: Stored, **WRITE_ERRORS}, url_name="ingest_entries")
 def post_entries(request, run_id: Id, payload: EntriesIn):
     """Append lists, table rows and whole tables."""
-    run = _target(request, run_id)
+    run = request.run
     with transaction.atomic():
         for entry in payload.entries:
             try:
@@ -479,21 +478,21 @@ def _entry_data(kind: str, data):
     return {str(k): v for k, v in data.items()}
 
 
-@ingest.get("/runs/{run_id}/tags", response={200: Tags, **ERRORS}, url_name="ingest_tags")
+@ingest.get("/runs/{id:run_id}/tags", response={200: Tags, **ERRORS}, url_name="ingest_tags")
 def read_tags(request, run_id: Id):
-    return {"tags": _target(request, run_id, write=False).tags}
+    return {"tags": request.run.tags}
 
 
-@ingest.post("/runs/{run_id}/tags", response={200: Tags, **WRITE_ERRORS})
+@ingest.post("/runs/{id:run_id}/tags", response={200: Tags, **WRITE_ERRORS})
 def set_tags(request, run_id: Id, payload: TagsIn):
     """Set tags; a null value makes a tag without a value."""
-    return {"tags": _apply_tags(_target(request, run_id), payload.tags, null_removes=False)}
+    return {"tags": _apply_tags(request.run, payload.tags, null_removes=False)}
 
 
-@ingest.post("/runs/{run_id}/images", response={201: Stored, **WRITE_ERRORS, 413: Error}, url_name="ingest_image")
+@ingest.post("/runs/{id:run_id}/images", response={201: Stored, **WRITE_ERRORS, 413: Error}, url_name="ingest_image")
 def post_image(request, run_id: Id, name: Form[str], file: File[UploadedFile]):
     """Log an image (PNG, JPEG or SVG) under the series `name`."""
-    run = _target(request, run_id)
+    run = request.run
     try:
         name = metrics.check_name(name)
     except metrics.MetricError as error:
@@ -518,10 +517,10 @@ def post_image(request, run_id: Id, name: Form[str], file: File[UploadedFile]):
     return Status(201, {"stored": relative})
 
 
-@ingest.post("/runs/{run_id}/files", response={201: Stored, **WRITE_ERRORS, 413: Error}, url_name="ingest_file")
+@ingest.post("/runs/{id:run_id}/files", response={201: Stored, **WRITE_ERRORS, 413: Error}, url_name="ingest_file")
 def post_file(request, run_id: Id, name: Form[str], file: File[UploadedFile]):
     """Store a file under the run's outputs: `name` is a relative path such as `model.pkl` or `plots/roc.png`."""
-    run = _target(request, run_id)
+    run = request.run
     relative = storage.output_path(name)
     if file.size > settings.STUDIO_UPLOAD_MAX_BYTES:
         raise ApiError(413, f"Files are at most {settings.STUDIO_UPLOAD_MAX_BYTES:,} bytes (STUDIO_UPLOAD_MAX_BYTES).")
@@ -529,17 +528,17 @@ def post_file(request, run_id: Id, name: Form[str], file: File[UploadedFile]):
     return Status(201, {"stored": f"outputs/{relative}"})
 
 
-@ingest.post("/runs/{run_id}/children", response={201: ChildOut, **WRITE_ERRORS}, url_name="ingest_children")
+@ingest.post("/runs/{id:run_id}/children", response={201: ChildOut, **WRITE_ERRORS}, url_name="ingest_children")
 def post_child(request, run_id: Id, payload: ChildIn):
     """Start a child run (Running at once); its records go to `/runs/<its id>/…` with the same token."""
-    child = _target(request, run_id).create_child(payload.name or "")
+    child = request.run.create_child(payload.name or "")
     return Status(201, {"run_id": child.pk})
 
 
-@ingest.post("/runs/{run_id}/status", response={200: StatusOut, **WRITE_ERRORS}, url_name="ingest_status")
+@ingest.post("/runs/{id:run_id}/status", response={200: StatusOut, **WRITE_ERRORS}, url_name="ingest_status")
 def post_status(request, run_id: Id, payload: StatusIn):
     """End a child run, or report the script's own run as failed (it still ends when its process does)."""
-    run = _target(request, run_id)
+    run = request.run
     if run.parent_id is None:
         if payload.status == RunStatus.FAILED:
             Run.objects.filter(pk=run.pk).update(reported_failure=payload.reason or "Failed by the script.")

@@ -36,6 +36,7 @@ from studio.queues import serve_queue
 
 logger = logging.getLogger(__name__)
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 TOKEN_HELP = (
     "Send a personal API token as 'Authorization: Token <token>' or 'Authorization: Bearer <token>' "
     "(make one on the API tokens page)."
@@ -79,7 +80,12 @@ def _default(value):
 
 
 class PersonalTokenAuth(APIKeyHeader):
-    """A personal API token (`stu_…`) in `Authorization: Token …` or `Authorization: Bearer …`; it acts as its user."""
+    """A personal API token (`stu_…`) in `Authorization: Token …` or `Authorization: Bearer …`; it acts as its user.
+
+    On a route of a workspace (a `workspace` in its path), the user's role is checked here too, before the request's
+    body or query is even parsed: a non-member gets 404, a reader who sends anything but GET 403. Routes still fetch
+    what they act on with the access helpers.
+    """
 
     param_name = "Authorization"
 
@@ -88,8 +94,12 @@ class PersonalTokenAuth(APIKeyHeader):
         if scheme not in ("Token", "Bearer") or not text.strip().startswith("stu_"):
             return None
         user = ApiToken.authenticate(text.strip())
-        if user is not None:
-            request.user = user
+        if user is None:
+            return None
+        request.user = user
+        workspace = request.resolver_match.kwargs.get("workspace") if request.resolver_match else None
+        if workspace is not None:
+            access_for(request, workspace, write=request.method not in SAFE_METHODS)
         return user
 
 

@@ -1,4 +1,7 @@
+import os
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class StudioConfig(AppConfig):
@@ -7,3 +10,6 @@ class StudioConfig(AppConfig):
 
     def ready(self) -> None:
         from studio import queues  # noqa: F401 - connects the worker_ready handler
+
+        # Uploads larger than FILE_UPLOAD_MAX_MEMORY_SIZE are written here while they arrive.
+        os.makedirs(settings.FILE_UPLOAD_TEMP_DIR, mode=0o700, exist_ok=True)

@@ -15,21 +15,27 @@ anything refuses it. `StreamingASGIHandler` replaces that with:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import io
 import json
+import logging
+import threading
 from collections.abc import Callable
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpResponse
-from django.urls import Resolver404, resolve, set_script_prefix
+from django.urls import Resolver404, URLPattern, URLResolver, get_resolver, resolve, set_script_prefix
 from django.utils.html import escape
 
+logger = logging.getLogger(__name__)
 _LIMITS: dict[str, Callable[[], int]] = {}
+RECEIVE_TIMEOUT_SECONDS = 60  # a client that stops sending its body for this long is given up on
 REFUSAL_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Request refused · Studio</title></head>
 <body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto">
 <h1>That request was refused</h1><p id="refusal-message">{message}</p>
@@ -37,18 +43,37 @@ REFUSAL_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><ti
 
 
 def register(url_name: str, limit: Callable[[], int]) -> None:
-    """Let the route named `url_name` ("namespace:name" for namespaced routes) accept bodies up to `limit()` bytes."""
+    """Let the route named `url_name` ("namespace:name" for namespaced routes) accept bodies up to `limit()` bytes.
+    Register before the first request (in an app's `ready`)."""
     _LIMITS[url_name] = limit
+    _route_limits.cache_clear()
 
 
 def body_limit_for(path: str) -> int:
     try:
-        match = resolve(path)
+        route = resolve(path).route
     except Resolver404:
         return settings.STUDIO_REQUEST_MAX_BYTES
-    name = f"{match.namespace}:{match.url_name}" if match.namespace else (match.url_name or "")
-    limit = _LIMITS.get(name)
+    limit = _route_limits().get(route)
     return limit() if limit is not None else settings.STUDIO_REQUEST_MAX_BYTES
+
+
+@functools.cache
+def _route_limits() -> dict[str, Callable[[], int]]:
+    """Registered limits by route: several API operations share a path (GET lists, POST uploads), and resolving a
+    path names only the first of them, so a limit applies to its route whatever the method."""
+    found: dict[str, Callable[[], int]] = {}
+
+    def walk(patterns, prefix: str, namespace: str) -> None:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+                walk(pattern.url_patterns, prefix + str(pattern.pattern), inner)
+            elif isinstance(pattern, URLPattern) and f"{namespace}{pattern.name}" in _LIMITS:
+                found[prefix + str(pattern.pattern)] = _LIMITS[f"{namespace}{pattern.name}"]
+
+    walk(get_resolver().url_patterns, "", "")
+    return found
 
 
 def too_big_message(limit: int) -> str:
@@ -72,7 +97,18 @@ class RequestBody(io.RawIOBase):
         return True
 
     def _next_message(self):
-        return async_to_sync(self._receive)()
+        """The next message from the server, awaited on the event loop while this (the view's) thread waits.
+
+        Not asgiref's async_to_sync: it would leave its executor in the request's context, and the connection's next
+        request would find it shut down."""
+        if threading.current_thread() is threading.main_thread() and self._loop.is_running():
+            raise RuntimeError("A request body is read from a view's thread, never on the event loop.")
+        future = asyncio.run_coroutine_threadsafe(self._receive(), self._loop)
+        try:
+            return future.result(timeout=RECEIVE_TIMEOUT_SECONDS)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise RequestAborted() from None
 
     def readinto(self, target) -> int:
         while not self._buffer and self._more:
@@ -89,6 +125,8 @@ class RequestBody(io.RawIOBase):
                 self.too_big = True
                 self._more = False
                 self._finish()
+                logger.warning("Refused a request body after reading %d bytes: the limit here is %d.",
+                               self.received, self.limit)
                 raise RequestDataTooBig(too_big_message(self.limit))
             self._buffer = chunk
         count = min(len(target), len(self._buffer))
@@ -128,6 +166,10 @@ class StreamingASGIHandler(ASGIHandler):
         set_script_prefix(get_script_prefix(scope))
         await signals.request_started.asend(sender=self.__class__, scope=scope)
         request, error_response = self.create_request(scope, body_file)
+        if request is not None and chunked and declared_length is None:
+            # Django's multipart parser reads nothing of a body whose length is unknown; it reads to the end of this
+            # one, which stops at the limit.
+            request.META["CONTENT_LENGTH"] = str(limit)
         if request is None:
             body_file.close()
             await self.send_response(error_response, send)

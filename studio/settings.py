@@ -58,6 +58,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "studio.middleware.ApiJsonErrorsMiddleware",  # outermost: it sees every error response under /api/
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -68,7 +69,6 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "studio.middleware.BadRequestMessageMiddleware",
-    "studio.middleware.ApiJsonErrorsMiddleware",
 ]
 
 ROOT_URLCONF = "studio.urls"
@@ -149,7 +149,7 @@ STUDIO_REQUEST_MAX_BYTES = env_int("STUDIO_REQUEST_MAX_BYTES", 16 * 1024 * 1024,
 DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_REQUEST_MAX_BYTES
 # Uploads above this go to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
-FILE_UPLOAD_TEMP_DIR = None
+FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp" / "uploads")  # on the data disk, made at start (studio/apps.py)
 
 # Security. Production mode is what `manage.py check --deploy` is run against.
 SESSION_COOKIE_HTTPONLY = True

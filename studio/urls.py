@@ -2,7 +2,9 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, register_converter
+from django.shortcuts import redirect
+from django.urls import URLPattern, include, path, register_converter
+from django.views.decorators.http import require_GET, require_http_methods
 
 from environments.api import router as environments_api
 from runs.api import ingest as runs_ingest_api
@@ -21,12 +23,26 @@ api.add_router("", runs_api)
 api.add_router("", runs_ingest_api)
 api.add_router("", environments_api)
 
+
+def _get_only(pattern: URLPattern) -> URLPattern:
+    """ninja's document and docs page answer any method; they take GET only, like every other read."""
+    if pattern.name in ("openapi-json", "openapi-view"):
+        return path(str(pattern.pattern), require_GET(pattern.callback), name=pattern.name)
+    if pattern.name == "api-root":
+        return path("", require_GET(lambda request: redirect("api:openapi-view")), name=pattern.name)
+    return pattern
+
+
+api_patterns, api_app, api_namespace = api.urls
+api_urls = ([_get_only(pattern) for pattern in api_patterns], api_app)
+
 urlpatterns = [
     path("", views.home, name="home"),
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="studio/login.html"), name="login"),
+    path("accounts/login/", require_http_methods(["GET", "POST"])(auth_views.LoginView.as_view(template_name="studio/login.html")),
+         name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("api/v1/", api.urls),
+    path("api/v1/", include(api_urls, namespace=api_namespace)),
     path("workspaces/", views.workspace_list, name="workspace_list"),
     path("w/<slug:workspace>/", dashboard, name="dashboard"),
     path("w/<slug:workspace>/members/", views.members, name="members"),

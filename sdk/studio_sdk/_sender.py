@@ -179,20 +179,18 @@ class Sender:
         while points < BATCH_POINTS and queue:
             item = queue[0]
             if type(item) is tuple:
-                popleft()
-                per_run = runs.get(item[RUN])
-                if per_run is None:
-                    per_run = runs[item[RUN]] = {"series": {}, "entries": [], "tags": {}}
-                series = per_run["series"].get(item[NAME])
-                if series is None:
-                    series = per_run["series"][item[NAME]] = Columns(item[NAME])
-                if item[DESCRIPTION]:
-                    series.description = item[DESCRIPTION]
-                step = item[STEP]
-                series.steps.append(NAN if step is None else step)
-                series.values.append(item[VALUE])
-                series.times.append(item[TIME])
-                points += 1
+                # A stretch of points: taken off the queue in a tight loop, then turned into columns per series.
+                groups: dict = {}
+                while points < BATCH_POINTS and queue and type(queue[0]) is tuple:
+                    item = popleft()
+                    groups.setdefault((item[RUN], item[NAME]), []).append(item)
+                    points += 1
+                for (run_id, name), group in groups.items():
+                    per_run = runs.setdefault(run_id, {"series": {}, "entries": [], "tags": {}})
+                    series = per_run["series"].get(name)
+                    if series is None:
+                        series = per_run["series"][name] = Columns(name)
+                    series.add(group)
             elif item.batchable:
                 popleft()
                 per_run = runs.setdefault(item.run_id, {"series": {}, "entries": [], "tags": {}})
@@ -295,6 +293,15 @@ class Columns:
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def add(self, points: list[tuple]) -> None:
+        """Append point tuples (run, name, description, step, value, time) of this series."""
+        self.steps.extend([NAN if p[STEP] is None else p[STEP] for p in points])
+        self.values.extend([p[VALUE] for p in points])
+        self.times.extend([p[TIME] for p in points])
+        described = [p[DESCRIPTION] for p in points if p[DESCRIPTION]]
+        if described:
+            self.description = described[-1]
 
     def part(self, start: int, stop: int) -> Columns:
         part = Columns(self.name, self.description)
