@@ -19,10 +19,9 @@ from environments.access import get_environment_for_user, get_image_for_user
 from environments.events import image_stream_response
 from environments.forms import EnvironmentForm, env_vars_text
 from environments.models import Environment, EnvironmentImage
-from runs.schemas import LogChunk
 from studio import console
 from studio.access import access_for, get_workspace_for_user
-from studio.api import Error, Id, token_router
+from studio.api import Error, Id, LogChunk, token_router
 from studio.downloads import file_response
 from studio.forms import LogQueryForm, valid_query
 from studio.sse import valid_last_event_id

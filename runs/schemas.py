@@ -18,7 +18,7 @@ from ninja import Field, Schema
 from pydantic import PrivateAttr, field_validator, model_validator
 
 from runs import metrics
-from studio.api import Error  # noqa: F401 - the error schema every app's routes answer with
+from studio.api import Error, LogChunk  # noqa: F401 - schemas every app's routes answer with
 from studio.parsing import tag_problem
 from studio.text import bidi_problem
 
@@ -330,8 +330,3 @@ class SnapshotOut(Schema):
     files: list[SnapshotFileOut]
 
 
-class LogChunk(Schema):
-    lines: list[str]
-    next_offset: int
-    status: str
-    final: bool

@@ -50,6 +50,15 @@ class Error(Schema):
     errors: dict[str, list[str]] | None = Field(None, description="Each invalid field with its messages.")
 
 
+class LogChunk(Schema):
+    """Display lines of a console log from a byte offset, as the pages' polling reads them."""
+
+    lines: list[str]
+    next_offset: int
+    status: str
+    final: bool
+
+
 class ApiError(HttpError):
     """An error with the status and message the client should see (`raise ApiError(409, "...")`)."""
 
