@@ -33,7 +33,7 @@ from django.conf import settings
 from runs.models import Snapshot
 from studio import blobs
 from studio.downloads import ZipMember
-from studio.text import bidi_problem
+from studio.text import bidi_problem, visible
 
 CHUNK_SIZE = 64 * 1024
 IGNORE_FILES = (".amlignore", ".gitignore")
@@ -76,7 +76,7 @@ def clean_path(raw: str) -> str:
     parts = [part for part in raw.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise SnapshotError(f"Refused {raw!r}: archive members may not leave the folder.")
-    problem = bidi_problem(raw, f"The name {raw!r}")
+    problem = bidi_problem(raw, f"The name {visible(raw)!r}")
     if problem:
         raise SnapshotError(f"Refused: {problem}")
     too_long = next((part for part in parts if len(part.encode()) > MAX_NAME_BYTES), None)

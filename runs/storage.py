@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from runs.compute.base import COLLECTED_DIRS
 from runs.snapshots import SnapshotError, clean_path
 from studio.downloads import ZipMember
+from studio.text import visible
 
 CONSOLE_LOG = "logs/std_log.txt"
 COPY_CHUNK = 1024 * 1024
@@ -97,6 +98,10 @@ class OutputCollector:
 
     def add(self, relative: str, source: BinaryIO, size: int) -> None:
         """Copy `size` bytes of `source` to `relative` (under outputs/ or logs/), or leave it out saying why."""
+        try:
+            clean_path(relative)
+        except SnapshotError as error:
+            return self.skip(visible(relative[:200]), str(error).split(": ", 1)[-1].rstrip("."))
         if size > self.file_limit:
             return self.skip(relative, f"{_size_text(size)}, over STUDIO_OUTPUT_FILE_MAX_BYTES")
         if size > self.budget:

@@ -126,7 +126,9 @@ def _field_errors(errors: list[dict]) -> tuple[str, dict[str, list[str]]]:
     """pydantic/ninja errors as one readable line and a {field: [messages]} map (inputs are never echoed)."""
     by_field: dict[str, list[str]] = {}
     for error in errors:
-        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "form", "file")]
+        location = [str(part) for part in error.get("loc", ())]
+        if location and location[0] in ("body", "query", "path", "form", "file", "header", "cookie"):
+            location = location[1:]  # where the input was, not its name (a parameter may be called `path`)
         if location and location[0] in ("payload", "data", "fields"):
             location = location[1:]
         field = ".".join(location) or "body"
@@ -310,7 +312,7 @@ def create_target(request, workspace: str, payload: TargetIn):
         with transaction.atomic():
             target = form.save()
     except IntegrityError:
-        return Status(400, {"error": "There is already a target with this name in this workspace: choose another name."})
+        raise ApiError(400, "There is already a target with this name in this workspace: choose another name.") from None
     transaction.on_commit(lambda: serve_queue(target.queue))
     return Status(201, _target_json(target, 0))
 
@@ -338,9 +340,9 @@ def delete_target(request, workspace: str, name: str):
     _, target = get_in_workspace(request, workspace, ComputeTarget, write=True, name=name,
                                  missing=f"No compute target {name[:64]!r}.")
     if is_builtin(target):
-        return Status(409, {"error": "The built-in local target cannot be removed: new runs use it by default."})
+        raise ApiError(409, "The built-in local target cannot be removed: new runs use it by default.")
     try:
         target.delete()
     except ProtectedError as error:
-        return Status(409, {"error": f"{target.name} cannot be removed: {len(error.protected_objects)} run(s) use it."})
+        raise ApiError(409, f"{target.name} cannot be removed: {len(error.protected_objects)} run(s) use it.") from None
     return Status(204, None)

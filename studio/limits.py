@@ -178,8 +178,10 @@ class StreamingASGIHandler(ASGIHandler):
 
         async def process_request(request, send):
             response = await self.run_get_response(request)
-            if has_body and body_file.too_big and response.status_code != 413:
-                response = self._refusal(scope, 413, too_big_message(limit))
+            if has_body and body_file.too_big:
+                if response.status_code != 413:
+                    response = self._refusal(scope, 413, too_big_message(limit))
+                response["Connection"] = "close"  # the rest of the body is never read: the server must not drain it
             with contextlib.suppress(asyncio.CancelledError):  # the client disconnected while it was sent
                 await self.send_response(response, send)
             return response

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import dj_database_url
-import plotly
 
 from studio.config import (
     env_bool,
@@ -129,18 +128,27 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles" if PRODUCTION else None  # collectstatic target in production
-# Plotly's JavaScript is served by the studio from the plotly package itself, never from a CDN.
-STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", Path(plotly.__file__).parent / "package_data")]
+# `studioctl.py start` collects the static files here (compressed, with hashed names) and serves them with long cache
+# headers: STUDIO_STATIC_MANIFEST=1, always on in production. Without it (tests, `manage.py runserver`) the files are
+# served as they are from their folders.
+STATIC_ROOT = env_path("STUDIO_STATIC_ROOT", BASE_DIR / "staticfiles")
+STATIC_MANIFEST = PRODUCTION or env_bool("STUDIO_STATIC_MANIFEST", False)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "studio.staticfinders.PlotlyFinder",  # plotly.min.js from the plotly package, never from a CDN
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if PRODUCTION
+        if STATIC_MANIFEST
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
+WHITENOISE_MAX_AGE = 3600  # files without a hash in their name; hashed ones are cached for a year (immutable)
 
 # Request bodies: routes that take uploads have limits of their own (studio/limits.py); every other route this one.
 STUDIO_REQUEST_MAX_BYTES = env_int("STUDIO_REQUEST_MAX_BYTES", 16 * 1024 * 1024, minimum=1024)

@@ -34,6 +34,11 @@ def check_no_bidi(text: str, what: str = "The name") -> str:
     return text
 
 
+def visible(text: str) -> str:
+    """`text` with each direction control character written out as \\uXXXX, for messages that quote a refused name."""
+    return BIDI_CONTROLS.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
 def no_bidi_validator(value) -> None:
     """A Django field validator."""
     if isinstance(value, str):

@@ -14,6 +14,7 @@
   const REFRESH_MS = 2000;
   const COLORS = ["#2f5bea", "#e8590c", "#2b8a3e", "#c2255c", "#6741d9", "#0b7285", "#a87b00", "#495057"];
   const X_TITLES = { step: "step", relative: "seconds since start", time: "", index: "index" };
+  const safe = window.StudioPlotly.text;
   // Chart settings by chart key, so a re-rendered tab (new series appeared) keeps what the user chose.
   const chosen = new Map();
   const charts = new Set();
@@ -63,7 +64,7 @@
       const color = COLORS[i % COLORS.length];
       const few = t.x.length < 3;
       const mode = few ? "lines+markers" : "lines";
-      const name = t.name || chart.title;
+      const name = safe(t.name || chart.title);
       if (s.smooth > 0) {
         out.push({ type: "scatter", mode: mode, x: t.x, y: t.y, name: name + " (raw)", showlegend: false,
           line: { color: color, width: 1 }, opacity: 0.25, hoverinfo: "skip" });
@@ -80,7 +81,7 @@
           x: bad.map(function (p) { return p.x; }),
           y: bad.map(function (p) { return p.value === "Infinity" ? 0.97 : p.value === "-Infinity" ? 0.03 : 0.5; }),
           text: bad.map(function (p) { return p.value; }),
-          hovertemplate: "%{text} at %{x}<extra>" + name.replace(/[<>&]/g, "") + "</extra>",
+          hovertemplate: "%{text} at %{x}<extra>%{fullData.name}</extra>",
           marker: { symbol: "x", size: 8, color: "#c62828" },
         });
       }
@@ -97,7 +98,7 @@
       showlegend: chart.legend || chart.traces.length > 1,
       legend: { orientation: "h", y: -0.25 },
       hovermode: "closest",
-      xaxis: { type: xMode === "time" ? "date" : "linear", title: { text: chart.xTitle || X_TITLES[xMode] || "", standoff: 4 },
+      xaxis: { type: xMode === "time" ? "date" : "linear", title: { text: safe(chart.xTitle || X_TITLES[xMode] || ""), standoff: 4 },
         automargin: true },
       yaxis: { type: s.log ? "log" : "linear", automargin: true, exponentformat: "e" },
       yaxis2: { overlaying: "y", range: [0, 1], visible: false, fixedrange: true },

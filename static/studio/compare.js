@@ -6,6 +6,7 @@
   if (!source || !window.Plotly) return;
   const data = JSON.parse(source.textContent);
   const runs = new Map(data.runs.map((run) => [run.id, run]));
+  const safe = window.StudioPlotly.text;
   const config = { responsive: true, displaylogo: false };
   const font = { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12 };
 
@@ -15,13 +16,13 @@
     const traces = chart.traces.map((trace) => {
       const run = runs.get(trace.run);
       return {
-        type: "scatter", mode: "lines", name: run.label, x: trace.x, y: trace.y,
+        type: "scatter", mode: "lines", name: safe(run.label), x: trace.x, y: trace.y,
         line: { color: run.color, width: 1.6 },
-        hovertemplate: `${run.label}<br>step %{x}<br>${chart.metric} %{y}<extra></extra>`,
+        hovertemplate: "%{fullData.name}<br>step %{x}<br>%{meta} %{y}<extra></extra>", meta: safe(chart.metric),
       };
     });
     Plotly.newPlot(element, traces, {
-      title: { text: chart.metric, font: { size: 14 } }, font,
+      title: { text: safe(chart.metric), font: { size: 14 } }, font,
       margin: { l: 50, r: 10, t: 36, b: 36 }, height: 280,
       xaxis: { title: { text: "step" } }, showlegend: false, hovermode: "closest",
     }, config);
@@ -31,11 +32,11 @@
   const element = document.getElementById("parcoords-chart");
   if (element && parcoords.dimensions.length) {
     const line = parcoords.color.length
-      ? { color: parcoords.color, colorscale: "Viridis", showscale: true, colorbar: { title: { text: parcoords.target } } }
+      ? { color: parcoords.color, colorscale: "Viridis", showscale: true, colorbar: { title: { text: safe(parcoords.target) } } }
       : { color: "#2f5bea" };
     Plotly.newPlot(element, [{
       type: "parcoords", line,
-      dimensions: parcoords.dimensions.map((dimension) => ({ label: dimension.label, values: dimension.values })),
+      dimensions: parcoords.dimensions.map((dimension) => ({ label: safe(dimension.label), values: dimension.values })),
     }], { font, margin: { l: 60, r: 60, t: 50, b: 30 }, height: 360 }, config);
   }
 })();
