@@ -13,6 +13,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.urls import reverse
 from ninja import Field, Schema, Status
+from pydantic import field_validator
 
 from environments import builds
 from environments.access import get_environment_for_user, get_image_for_user
@@ -21,9 +22,10 @@ from environments.forms import EnvironmentForm, env_vars_text
 from environments.models import Environment, EnvironmentImage
 from studio import console
 from studio.access import access_for, get_workspace_for_user
-from studio.api import Error, Id, LogChunk, token_router
+from studio.api import ApiError, Error, Id, LogChunk, form_error, token_router
 from studio.downloads import file_response
 from studio.forms import LogQueryForm, valid_query
+from studio.parsing import env_var_problem
 from studio.sse import valid_last_event_id
 
 router = token_router(tags=["environments"])
@@ -86,6 +88,18 @@ class EnvironmentIn(Schema):
     registry_username: str = ""
     registry_password: str = Field("", description="Stored encrypted; never returned. Empty keeps a stored one.")
     forget_registry_password: bool = False
+
+    @field_validator("env_vars")
+    @classmethod
+    def _one_line_each(cls, env_vars: dict[str, str]) -> dict[str, str]:
+        """Each variable stays itself through the form's KEY=VALUE lines: a valid name, a value without line breaks."""
+        for key, value in env_vars.items():
+            problem = env_var_problem(key, value)
+            if not problem and "".join(value.splitlines()) != value:
+                problem = "values cannot hold line breaks."
+            if problem:
+                raise ValueError(f"variable {key[:60]!r}: {problem}")
+        return env_vars
 
 
 def image_json(workspace: str, image: EnvironmentImage | None) -> dict | None:
@@ -150,9 +164,7 @@ def create_version(request: HttpRequest, workspace: str, name: str, payload: Env
     data = {key: value for key, value in data.items() if value not in (False, None)}
     form = EnvironmentForm(data, workspace=access.workspace, mode="edit" if source else "create", source=source)
     if not form.is_valid():
-        errors = {field: [str(e) for e in messages] for field, messages in form.errors.items()}
-        summary = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items())
-        return Status(400, {"error": f"Invalid input: {summary}", "errors": errors})
+        raise form_error(form)
     with transaction.atomic():
         env = form.environment(request.user).save_new_version()
     return Status(201, environment_json(workspace, env))
@@ -164,7 +176,7 @@ def build_version(request, workspace: str, name: str, version: Id):
     environment, which has no image."""
     access, env = get_environment_for_user(request, workspace, name, version, write=True)
     if not env.needs_image:
-        return Status(400, {"error": "A user-managed environment has no image: runs use its interpreter as it is."})
+        raise ApiError(400, "A user-managed environment has no image: runs use its interpreter as it is.")
     with transaction.atomic():
         image = builds.ensure_image(env)
     return Status(202, image_json(workspace, image))
@@ -182,7 +194,7 @@ def rebuild_image(request, workspace: str, image_id: Id):
     _, image = get_image_for_user(request, workspace, image_id, write=True)
     with transaction.atomic():
         if not builds.rebuild(image):
-            return Status(409, {"error": f"The image is {image.status.lower()} already: wait for the build to end."})
+            raise ApiError(409, f"The image is {image.status.lower()} already: wait for the build to end.")
     image.refresh_from_db()
     return Status(202, image_json(workspace, image))
 
@@ -209,5 +221,5 @@ def image_events(request, workspace: str, image_id: Id):
     try:
         last_id = valid_last_event_id(request)
     except ValueError as error:
-        return Status(400, {"error": str(error)})
+        raise ApiError(400, str(error)) from None
     return image_stream_response(image, last_id)

@@ -14,7 +14,6 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
@@ -51,7 +50,7 @@ from runs.schemas import (
 from runs.telemetry_views import series_payload
 from runs.views import console_log_response, snapshot_zip_response, stored_file_response, stored_files_zip
 from studio.access import access_for, get_workspace_for_user
-from studio.api import ApiError, Error, Id, token_router
+from studio.api import ApiError, Error, Id, form_error, token_router
 from studio.downloads import file_response
 from studio.forms import LogQueryForm, valid_query
 from studio.parsing import MAX_TAGS
@@ -193,11 +192,7 @@ def list_experiment_runs(
     filters = RunFilterForm.filters_of(query)
     table = runs_table.Table.from_query(query, filters, metric_names)
     try:
-        page = runs_table.page(
-            experiment, sort=query["sort"], filters=filters, size=PAGE_SIZE,
-            below=query["below"] if query["before"] is None else query["before"],
-            above=query["above"] if query["after"] is None else query["after"],
-        )
+        page = runs_table.page_for_query(experiment, query, filters, PAGE_SIZE)
     except runs_table.TableError as error:
         raise ApiError(400, str(error)) from None
     previous, following = table.pager(page)
@@ -252,12 +247,12 @@ def submit_run(request, workspace: str, fields: Form[SubmitFields], source: File
     """Submit a run as the submit form does: `source` is a .py file or a .zip/.tar.gz of the source folder,
     `environment` NAME or NAME:VERSION (or `packages`: pip requirements), `arguments` split like a shell would."""
     access = access_for(request, workspace, write=True)
-    form = SubmitRunForm(request.POST, request.FILES, workspace=access.workspace)
+    data = request.POST.copy()
+    data.setdefault("compute_target", "local")
+    form = SubmitRunForm(data, request.FILES, workspace=access.workspace)
     try:
         if not form.is_valid():
-            errors = {field: [str(e) for e in messages] for field, messages in form.errors.items()}
-            summary = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items())
-            return Status(400, {"error": f"Invalid input: {summary}", "errors": errors})
+            raise form_error(form)
         run = form.submit(request.user)
     finally:
         form.discard()
@@ -277,7 +272,12 @@ def cancel_run(request, workspace: str, run_id: Id):
     _, run = get_run_for_user(request, workspace, run_id, write=True)
     requested = run.request_cancel(reason=f"Canceled by {request.user.username}.")
     run.refresh_from_db(fields=["status"])
-    message = "Cancel requested: the run is being stopped." if requested else f"The run already ended ({run.status})."
+    if not requested:
+        message = f"The run already ended ({run.status})."
+    elif run.status == RunStatus.CANCELED:
+        message = "The run is canceled."
+    else:
+        message = "Cancel requested: the run is being stopped."
     return {"status": run.status, "cancel_requested": requested, "message": message}
 
 
@@ -357,7 +357,9 @@ def series_data(request, workspace: str, run_id: Id, series_id: Id, x: str = "st
     """One scalar series as the charts draw it: downsampled on the server to at most `max_points` (100-5,000,
     default 2,000) keeping extremes, against `x` = step, relative (seconds since start) or time (epoch ms)."""
     _, run = get_run_for_user(request, workspace, run_id)
-    series = get_object_or_404(MetricSeries, pk=series_id, run=run, kind=MetricKind.SCALAR)
+    series = MetricSeries.objects.filter(pk=series_id, run=run, kind=MetricKind.SCALAR).first()
+    if series is None:
+        raise ApiError(404, f"No scalar series {series_id} in run {run.pk}.")
     return series_payload(run, series, valid_query(SeriesDataForm, request))
 
 

@@ -375,6 +375,15 @@ def page(
 RUN_RELATED = ("experiment", "compute_target", "environment", "workspace", "created_by")
 
 
+def page_for_query(experiment: Experiment, query: dict, filters: Filters, size: int) -> Page:
+    """The page a valid query string (RunFilterForm's cleaned data) asks for: `before`/`after` or `below`/`above`."""
+    return page(
+        experiment, sort=query["sort"], filters=filters, size=size,
+        below=query["below"] if query["before"] is None else query["before"],
+        above=query["above"] if query["after"] is None else query["after"],
+    )
+
+
 def _runs_in_order(ids: list[int]) -> list[Run]:
     by_id = Run.objects.select_related(*RUN_RELATED).in_bulk(ids)
     return [by_id[run_id] for run_id in ids if run_id in by_id]

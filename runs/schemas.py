@@ -166,6 +166,16 @@ class TagsIn(Schema):
 
     tags: dict[str, TagValue] = Field(..., max_length=50)
 
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _no_booleans(cls, tags):
+        """true and false are refused as they are sent: read as a number, they would be stored as "1" and "0"."""
+        if isinstance(tags, dict):
+            for key, value in tags.items():
+                if isinstance(value, bool):
+                    raise ValueError(f"tag {str(key)[:40]!r}: the value must be text, a finite number or null")
+        return tags
+
     @field_validator("tags")
     @classmethod
     def _check_tags(cls, tags: dict) -> dict:

@@ -55,7 +55,7 @@ def resolve_stored_file(run_id: int, relative: str) -> Path | None:
 
 
 def list_stored_files(run_id: int) -> list[dict]:
-    """Every stored file (logs and outputs), as {"path", "size"} sorted by path."""
+    """Every stored file, as {"path", "size"}: the outputs, then the logs, each sorted by path."""
     root = run_dir(run_id)
     files = []
     for top in COLLECTED_DIRS:

@@ -70,11 +70,7 @@ def experiment_detail(request, workspace: str, name: str):
         template = "runs/_runs_table.html#child-rows"
     else:
         try:
-            page = runs_table.page(
-                experiment, sort=query["sort"], filters=filters, size=PAGE_SIZE,
-                below=query["below"] if query["before"] is None else query["before"],
-                above=query["above"] if query["after"] is None else query["after"],
-            )
+            page = runs_table.page_for_query(experiment, query, filters, PAGE_SIZE)
         except runs_table.TableError as exc:
             raise BadRequest(str(exc)) from None
         counts = runs_table.status_counts(experiment)

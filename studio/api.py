@@ -60,7 +60,22 @@ class LogChunk(Schema):
 
 
 class ApiError(HttpError):
-    """An error with the status and message the client should see (`raise ApiError(409, "...")`)."""
+    """An error with the status and message the client should see (`raise ApiError(409, "...")`), and for invalid
+    input the messages of each field."""
+
+    def __init__(self, status_code: int, message: str, errors: dict[str, list[str]] | None = None) -> None:
+        super().__init__(status_code, message)
+        self.errors = errors
+
+
+def form_error(form) -> ApiError:
+    """A 400 for a Django form that refused the input: its messages by field, and all of them on one line."""
+    errors = {field: [str(message) for message in messages] for field, messages in form.errors.items()}
+    return ApiError(400, _summary(errors), errors)
+
+
+def _summary(by_field: dict[str, list[str]]) -> str:
+    return ("Invalid input: " + "; ".join(f"{field}: {' '.join(messages)}" for field, messages in by_field.items()))[:2000]
 
 
 class BodyError(ValueError):
@@ -134,8 +149,7 @@ def _field_errors(errors: list[dict]) -> tuple[str, dict[str, list[str]]]:
         field = ".".join(location) or "body"
         message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
         by_field.setdefault(field, []).append(message)
-    summary = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in by_field.items())
-    return f"Invalid input: {summary}"[:2000], by_field
+    return _summary(by_field), by_field
 
 
 def _handle_validation(request, exc: ValidationError):
@@ -153,6 +167,8 @@ def _handle_http_error(request, exc: HttpError):
         return _json_error(request, 413, _too_big_message(request))
     if isinstance(exc, AuthenticationError):
         return _json_error(request, 401, TOKEN_HELP)
+    if getattr(exc, "errors", None):
+        return _json_error(request, exc.status_code, str(exc), errors=exc.errors)
     return _json_error(request, exc.status_code, str(exc))
 
 
@@ -294,7 +310,7 @@ def _target_json(target: ComputeTarget, runs: int | None = None) -> dict:
 @router.get("/workspaces/{workspace}/compute", response={200: list[TargetOut], **ERRORS})
 def list_targets(request, workspace: str):
     access = access_for(request, workspace)
-    targets = ComputeTarget.objects.filter(workspace=access.workspace).annotate(run_count=Count("runs"))
+    targets = ComputeTarget.objects.filter(workspace=access.workspace).annotate(run_count=Count("runs")).order_by("name")
     return [_target_json(target, target.run_count) for target in targets]
 
 
@@ -305,9 +321,7 @@ def create_target(request, workspace: str, payload: TargetIn):
     data = {key: "" if value is None else value for key, value in payload.model_dump().items()}
     form = ComputeTargetForm(data, instance=ComputeTarget(), workspace=access.workspace)
     if not form.is_valid():
-        errors = {field: [str(e) for e in messages] for field, messages in form.errors.items()}
-        summary = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items())
-        return Status(400, {"error": f"Invalid input: {summary}", "errors": errors})
+        raise form_error(form)
     try:
         with transaction.atomic():
             target = form.save()

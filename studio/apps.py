@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 from django.apps import AppConfig
@@ -13,3 +14,6 @@ class StudioConfig(AppConfig):
 
         # Uploads larger than FILE_UPLOAD_MAX_MEMORY_SIZE are written here while they arrive.
         os.makedirs(settings.FILE_UPLOAD_TEMP_DIR, mode=0o700, exist_ok=True)
+        # collectstatic's target, which the static files middleware reads (and warns about when it is missing).
+        with contextlib.suppress(OSError):
+            os.makedirs(settings.STATIC_ROOT, exist_ok=True)

@@ -18,6 +18,8 @@ from studio.crypto import decrypt, encrypt
 from studio.models import ComputeTarget, Workspace
 
 BUILTIN_TARGET = "local"
+MAX_CPUS = 4096
+MAX_MB = 1024**3  # 1 PiB: within every database's integer column
 QUEUE_MAX_LENGTH = ComputeTarget._meta.get_field("queue").max_length
 DOCKER_ONLY = (
     "docker_url",
@@ -201,20 +203,22 @@ class ComputeTargetForm(forms.ModelForm):
 
     def clean_cpu_limit(self):
         value = self.cleaned_data["cpu_limit"]
-        if value is not None and value <= 0:
-            raise forms.ValidationError("Give a number of CPU cores above 0, e.g. 0.5 or 2.")
+        if value is not None and not 0 < value <= MAX_CPUS:
+            raise forms.ValidationError(f"Give a number of CPU cores above 0 and at most {MAX_CPUS:,}, e.g. 0.5 or 2.")
         return value
 
     def clean_memory_limit_mb(self):
         value = self.cleaned_data["memory_limit_mb"]
         if value is not None and value < 6:
             raise forms.ValidationError("Docker needs at least 6 MB of memory for a container.")
+        if value is not None and value > MAX_MB:
+            raise forms.ValidationError(f"At most {MAX_MB:,} MB (1 PiB).")
         return value
 
     def clean_shm_size_mb(self):
         value = self.cleaned_data["shm_size_mb"]
-        if value is not None and value < 1:
-            raise forms.ValidationError("Give at least 1 MB, or leave it empty for Docker's default (64 MB).")
+        if value is not None and not 1 <= value <= MAX_MB:
+            raise forms.ValidationError(f"Give 1 to {MAX_MB:,} MB, or leave it empty for Docker's default (64 MB).")
         return value
 
     def clean_gpus(self):

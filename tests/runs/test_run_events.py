@@ -11,9 +11,9 @@ from django.test import AsyncClient
 from django.urls import reverse
 
 from runs import live
+from runs.models import Run, RunStatus
 from studio import live as studio_live
 from studio.sse import REPLAY_ENTRIES
-from runs.models import Run, RunStatus
 from tests.conftest import assert_sent_to_sign_in, login, make_run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_dir")]

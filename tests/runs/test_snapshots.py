@@ -276,10 +276,10 @@ def test_it_refuses_files_over_the_byte_limit_and_removes_what_it_wrote(data_dir
 def test_it_refuses_a_zip_bomb_quickly(data_dir, tmp_path, settings):
     settings.STUDIO_SNAPSHOT_MAX_BYTES = 1024 * 1024
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        with archive.open("zeros.bin", "w") as out:
-            for _ in range(50):
-                out.write(bytes(1024 * 1024))
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive, \
+            archive.open("zeros.bin", "w") as out:
+        for _ in range(50):
+            out.write(bytes(1024 * 1024))
     upload = SimpleUploadedFile("bomb.zip", buffer.getvalue())
     assert upload.size < 1024 * 1024
     started = time.monotonic()
