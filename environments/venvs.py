@@ -57,8 +57,25 @@ def _run(argv: list[str], what: str) -> str:
     return result.stdout + result.stderr
 
 
-def ensure_venv(environment: Environment) -> str:
-    """The interpreter of the environment's virtualenv, made now if this is the first run that needs it."""
+def _readable_by_all(root: Path) -> None:
+    """The studio works with a private umask; a virtualenv must be readable (and its folders and programs usable) by
+    the users runs execute as."""
+    for folder in (root.parent, root):
+        folder.chmod(folder.stat().st_mode | 0o755 if folder == root else folder.stat().st_mode | 0o711)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                path.chmod(0o755)
+        for name in filenames:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.stat().st_mode & 0o100 else 0))
+
+
+def ensure_venv(environment: Environment, base_python: str = sys.executable) -> str:
+    """The interpreter of the environment's virtualenv (based on `base_python`), made now if this is the first run
+    that needs it. Its files are readable by everyone: runs execute it as users of their own."""
     definition = environment.definition()
     if definition.conda.dependencies:
         raise VenvError("conda packages need a Docker compute target; on local compute only pip packages install.")
@@ -75,15 +92,16 @@ def ensure_venv(environment: Environment) -> str:
         uv = _uv()
         packages = definition.all_pip_packages
         if uv:
-            _run([uv, "venv", "--quiet", "--python", sys.executable, str(target)], "Creating the virtualenv")
+            _run([uv, "venv", "--quiet", "--python", base_python, str(target)], "Creating the virtualenv")
             if packages:
                 _run([uv, "pip", "install", "--python", str(python), *packages], "Installing the packages")
             frozen = _run([uv, "pip", "freeze", "--python", str(python)], "Listing the packages")
         else:
-            _run([sys.executable, "-m", "venv", str(target)], "Creating the virtualenv")
+            _run([base_python, "-m", "venv", str(target)], "Creating the virtualenv")
             if packages:
                 _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *packages], "Installing the packages")
             frozen = _run([str(python), "-m", "pip", "freeze"], "Listing the packages")
         (target / "frozen.txt").write_text(frozen)
+        _readable_by_all(target)
         (target / MARKER).write_text(environment.definition_hash)
     return str(python)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from runs import live
@@ -177,8 +178,9 @@ class Run(models.Model):
         """
         now = timezone.now()
         updates = {"status": to, **fields}
-        if to == RunStatus.RUNNING:
-            updates.setdefault("started_at", now)
+        if to == RunStatus.RUNNING and "started_at" not in fields:
+            # Back from NotResponding, a run keeps the start it had: its duration stays true.
+            updates["started_at"] = Coalesce(models.F("started_at"), models.Value(now))
         if to in FINAL_STATES:
             updates["ended_at"] = now
         with transaction.atomic():
@@ -189,6 +191,8 @@ class Run(models.Model):
             return False
         for key, value in updates.items():
             setattr(self, key, value)
+        if to == RunStatus.RUNNING and "started_at" not in fields:
+            self.started_at = Run.objects.filter(pk=self.pk).values_list("started_at", flat=True).first()
         live.publish_status(self.pk, to)
         return True
 

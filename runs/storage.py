@@ -9,6 +9,7 @@ note the run's reason carries.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +32,17 @@ def run_dir(run_id: int) -> Path:
 
 def work_dir(run_id: int) -> Path:
     return Path(settings.STUDIO_WORK_DIR) / str(int(run_id))
+
+
+def make_work_dir(run_id: int) -> Path:
+    """A fresh, empty working folder for the run. Its parent lets the users local runs execute as reach their own
+    folder (0711: no listing), whatever the studio's private umask made of it."""
+    folder = work_dir(run_id)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.parent.chmod(0o711)
+    folder.mkdir(mode=0o700)
+    return folder
 
 
 def console_log_path(run_id: int) -> Path:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
-from kombu.exceptions import OperationalError
 
 from environments import builds
 from environments.models import Environment
 from runs.models import Experiment, Run, RunStatus, RunStatusChange
 from runs.snapshots import StagedSnapshot
-from runs.tasks import execute_run
+from runs.queueing import enqueue
 from studio.models import ComputeTarget, Workspace
 
 logger = logging.getLogger(__name__)
@@ -66,13 +65,4 @@ def submit_run(
     return run
 
 
-def enqueue(run: Run) -> None:
-    try:
-        execute_run.apply_async(args=[run.pk], queue=run.compute_target.queue)
-    except OperationalError as exc:
-        logger.exception("Could not queue run %s", run.pk)
-        run.transition(
-            RunStatus.FAILED,
-            from_states=(RunStatus.QUEUED,),
-            reason=f"Could not reach the work queue (Redis) to start this run: {exc}. Submit it again.",
-        )
+

@@ -59,15 +59,18 @@ class ConsoleSink:
     lines of stderr are kept in `stderr_tail` for failure messages. `close()` writes what is left and stops.
     """
 
-    def __init__(self, stream_key: str, log_path: Path):
+    def __init__(self, stream_key: str, log_path: Path | None):
         self.stream_key = stream_key
-        self.log_path = log_path
+        self.log_path = log_path  # None: only publish (the log is written by someone else)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.line_count = 0
+        self.lost_bytes = 0
+        self.write_error = ""
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._continuing = {"out": False, "err": False}
         self._redis_ok = True
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = threading.Thread(target=self._write_loop, name=f"console-{stream_key}", daemon=True)
         self._writer.start()
 
@@ -80,7 +83,8 @@ class ConsoleSink:
 
     def _write_loop(self) -> None:
         limit = settings.STUDIO_LOG_LIVE_LINE_BYTES
-        with open(self.log_path, "ab", buffering=0) as log_file:
+        log_file = self._open_log()
+        try:
             while True:
                 item = self._queue.get()
                 batch_raw, batch_live, done = [], [], item is None
@@ -98,10 +102,42 @@ class ConsoleSink:
                         break
                     if item is None:
                         done = True
-                log_file.write(b"".join(batch_raw))
+                self._write(log_file, b"".join(batch_raw))
                 self._publish(batch_live)
                 if done:
                     return
+        finally:
+            if log_file is not None:
+                log_file.close()
+
+    def _open_log(self):
+        if self.log_path is None:
+            return None
+        try:
+            return open(self.log_path, "ab", buffering=0)
+        except OSError as error:
+            self.write_error = error.strerror or str(error)
+            return None
+
+    def _write(self, log_file, data: bytes) -> None:
+        """Append to the log; what cannot be written (a full disk) is counted, and the live view still shows it."""
+        if self.log_path is None:
+            return
+        if log_file is None:
+            self.lost_bytes += len(data)
+            return
+        try:
+            log_file.write(data)
+        except OSError as error:
+            self.lost_bytes += len(data)
+            self.write_error = self.write_error or (error.strerror or str(error))
+
+    def loss_note(self) -> str:
+        """For the run's reason: what of the console could not be written to its log file, or ""."""
+        if not self.lost_bytes and not self.write_error:
+            return ""
+        return (f"{self.lost_bytes:,} bytes of console output could not be written to the log file "
+                f"({self.write_error or 'unknown error'}); the live view showed them.")
 
     def _live_text(self, source: str, chunk: bytes, limit: int) -> str | None:
         """One display line per console line; pieces of an over-long line after the first are dropped."""
@@ -128,6 +164,86 @@ class ConsoleSink:
             if self._redis_ok:  # say it once per outage; the log file still has every line
                 logger.warning("Live log %s not published to Redis", self.stream_key, exc_info=True)
             self._redis_ok = False
+
+
+class LogFollower:
+    """Publishes a console log file to its live stream as something else (a run's keeper) appends to it.
+
+    It reads from `offset` on (where an earlier follower stopped: see `live_offset`), splits the bytes into lines as the
+    sink does, tells stderr lines by `err_index` (a file of decimal offsets where stderr lines start) and publishes in
+    batches. `stop()` reads what is left and returns. Nothing here writes the log: a follower that dies loses nothing.
+    """
+
+    POLL_SECONDS = 0.02
+
+    def __init__(self, stream_key: str, log_path: Path, err_index: Path | None = None, offset: int = 0,
+                 on_published=None):
+        self.sink = ConsoleSink(stream_key, None)
+        self.log_path, self.err_index = log_path, err_index
+        self.offset = offset
+        self.on_published = on_published  # called with the offset published up to, e.g. to remember it
+        self._err_offsets: set[int] = set()
+        self._err_read = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"follow-{stream_key}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        self._thread.join(timeout=timeout)
+        self.sink.close()
+
+    def _loop(self) -> None:
+        pending = b""  # read, not yet handed to the sink (a partial line); it starts at self.offset - len(pending)
+        while True:
+            stopping = self._stop.is_set()
+            data = self._read()
+            if data:
+                self.offset += len(data)
+                pending = self._feed(pending + data, final=False)
+            elif stopping:
+                self._feed(pending, final=True)
+                return
+            else:
+                self._stop.wait(self.POLL_SECONDS)
+
+    def _read(self) -> bytes:
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(self.offset)
+                return handle.read(CHUNK_MAX_BYTES)
+        except FileNotFoundError:
+            return b""
+
+    def _feed(self, pending: bytes, *, final: bool) -> bytes:
+        """Hand whole lines (and READ_CHUNK pieces of long ones) to the sink; keep a partial last line."""
+        self._load_err_offsets()
+        start = self.offset - len(pending)  # the log offset of pending's first byte
+        position = 0
+        while position < len(pending):
+            newline = pending.find(b"\n", position, position + READ_CHUNK)
+            if newline < 0 and len(pending) - position < READ_CHUNK and not final:
+                break
+            end = newline + 1 if newline >= 0 else min(len(pending), position + READ_CHUNK)
+            source = "err" if start + position in self._err_offsets else "out"
+            self.sink.feed(source, pending[position:end])
+            position = end
+        if self.on_published is not None and position:
+            self.on_published(start + position)
+        return pending[position:]
+
+    def _load_err_offsets(self) -> None:
+        if self.err_index is None:
+            return
+        try:
+            with open(self.err_index, "rb") as handle:
+                handle.seek(self._err_read)
+                data = handle.read()
+        except FileNotFoundError:
+            return
+        complete = data.rfind(b"\n") + 1
+        self._err_offsets.update(int(line) for line in data[:complete].split() if line.isdigit())
+        self._err_read += complete
 
 
 class LineSplitter:

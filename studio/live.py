@@ -57,6 +57,11 @@ def append_status(key: str, status: str) -> None:
         logger.warning("Could not publish status %s to Redis stream %s", status, key, exc_info=True)
 
 
+def claim_note(key: str, ttl_seconds: float) -> bool:
+    """True for the first caller in `ttl_seconds` (a Redis SET NX): "do this at most once in a while"."""
+    return bool(get_redis().set(key, "1", nx=True, ex=max(1, int(ttl_seconds))))
+
+
 def set_signal(key: str, value: str) -> None:
     get_redis().set(key, value, ex=STREAM_TTL_SECONDS)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -19,6 +19,10 @@ from studio.config import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# What the studio writes is its own: files 0600, folders 0700 (the data dir itself is 0711, so the users local runs
+# execute as can reach their own working folder and the shared virtualenvs, and nothing else).
+os.umask(0o077)
 
 # Where snapshots, run storage, logs and working directories live.
 DATA_DIR = env_path("STUDIO_DATA_DIR", BASE_DIR / "data")
@@ -174,22 +178,36 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = env_bool("STUDIO_HSTS_PRELOAD", True)
 
 # Redis: Celery broker, live log streams and cancel signals.
-STUDIO_REDIS_URL = env_str("STUDIO_REDIS_URL", "redis://127.0.0.1:6390/0")
+# The embedded Redis listens on loopback only and requires a password, made once in the data dir (0600): user code
+# on this machine can reach the port, never the password.
+STUDIO_REDIS_URL = env_str("STUDIO_REDIS_URL", "") or (
+    f"redis://:{read_or_create_secret(DATA_DIR / 'redis_password', make=lambda: __import__('secrets').token_hex(24))}"
+    f"@127.0.0.1:{env_int('STUDIO_REDIS_PORT', 6390, minimum=1, maximum=65535)}/0"
+)
 
 # Celery (read by studio/celery.py with namespace CELERY_).
 CELERY_BROKER_URL = STUDIO_REDIS_URL
 CELERY_RESULT_BACKEND = None  # nothing reads task results; state lives in the database
 CELERY_TASK_SERIALIZER = "json"  # JSON only: tasks take primary keys, never pickled objects
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_ACKS_LATE = True  # a worker that dies re-delivers; the claim makes the re-delivery a no-op
+# A task is acknowledged when it ends; a worker that dies has it redelivered after the visibility timeout, which the
+# claim makes a no-op (its runs are taken over sooner, by adoption: runs/execution.py).
+CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # runs are long: one at a time per worker process
 CELERY_TASK_DEFAULT_QUEUE = "studio"
 CELERY_TASK_SOFT_TIME_LIMIT = None  # runs enforce their own maximum duration
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 12 * 3600}
 CELERY_BEAT_SCHEDULE = {
-    "reap-lost-runs": {"task": "runs.tasks.reap_lost_runs", "schedule": 30.0},
+    "reap-lost-runs": {"task": "runs.tasks.reap_lost_runs", "schedule": env_float("STUDIO_REAP_SECONDS", 5.0, minimum=1)},
     "sweep-targets": {"task": "runs.tasks.sweep_targets", "schedule": 60.0},
+    "requeue-stale-queued": {"task": "runs.tasks.requeue_stale_queued", "schedule": 60.0},
+}
+# The periodic tasks have a worker of their own (`-Q control`), so a pool busy watching runs never starves them.
+CELERY_TASK_ROUTES = {
+    "runs.tasks.reap_lost_runs": {"queue": "control"},
+    "runs.tasks.sweep_targets": {"queue": "control"},
+    "runs.tasks.requeue_stale_queued": {"queue": "control"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
@@ -203,7 +221,9 @@ STUDIO_BUILD_NETWORK = env_str("STUDIO_BUILD_NETWORK", "")  # e.g. "host" when b
 STUDIO_BUILD_DOCKER_URL = env_str("STUDIO_BUILD_DOCKER_URL", "")  # empty: DOCKER_HOST or the local socket
 STUDIO_BUILD_TIMEOUT_SECONDS = env_int("STUDIO_BUILD_TIMEOUT_SECONDS", 3600, minimum=60)
 # The studio's URL as a container sees it (for the SDK inside Docker runs): host gateway on Linux.
-STUDIO_CONTAINER_API_URL = env_str("STUDIO_CONTAINER_API_URL", "http://host.docker.internal:8000")
+# Where the web server listens (`studioctl.py start --host/--port`): the URLs runs are given derive from it.
+STUDIO_PORT = env_int("STUDIO_PORT", 8000, minimum=1, maximum=65535)
+STUDIO_CONTAINER_API_URL = env_str("STUDIO_CONTAINER_API_URL", f"http://host.docker.internal:{STUDIO_PORT}")
 # Fernet key for secrets at rest (registry passwords, TLS keys); derived from the secret key when empty.
 STUDIO_ENCRYPTION_KEY = env_str("STUDIO_ENCRYPTION_KEY", "")
 
@@ -229,14 +249,20 @@ STUDIO_INSTANCE_ID = env_str("STUDIO_INSTANCE_ID", "") or read_or_create_secret(
 )
 # Scratch directories of running local runs. With STUDIO_LOCAL_RUN_USER, put it outside the (0700) data dir.
 STUDIO_WORK_DIR = env_path("STUDIO_WORK_DIR", DATA_DIR / "work")
-# Run local user code as this OS user (the worker must run as root): it then cannot read the studio's files.
+# How local runs are kept from the studio (runs/compute/sandbox.py): auto (a bubblewrap sandbox when it works, else a
+# user id per run when the studio is root), sandbox, user or none.
+STUDIO_LOCAL_ISOLATION = env_choice("STUDIO_LOCAL_ISOLATION", "auto", ("auto", "sandbox", "user", "none"))
+# A local run's own user id is this plus the run's id (the studio running as root).
+STUDIO_RUN_UID_BASE = env_int("STUDIO_RUN_UID_BASE", 1_500_000_000, minimum=100_000, maximum=4_000_000_000)
+# Run every local run as this OS user instead of a user id per run.
 STUDIO_LOCAL_RUN_USER = env_str("STUDIO_LOCAL_RUN_USER", "")
-# Interpreter for runs on the local target when the target names none: the worker's own.
-STUDIO_LOCAL_PYTHON = env_str("STUDIO_LOCAL_PYTHON", sys.executable)
+# Interpreter for runs on the local target when the target names none: the worker's own when the run's user can
+# execute it, else the system's python3.
+STUDIO_LOCAL_PYTHON = env_str("STUDIO_LOCAL_PYTHON", "")
 # The in-run SDK (studio_sdk), put on every local run's PYTHONPATH.
 STUDIO_SDK_PATH = BASE_DIR / "sdk"
 # Public base URL of the studio, handed to runs for the SDK.
-STUDIO_PUBLIC_URL = env_str("STUDIO_PUBLIC_URL", "http://127.0.0.1:8000")
+STUDIO_PUBLIC_URL = env_str("STUDIO_PUBLIC_URL", f"http://127.0.0.1:{STUDIO_PORT}")
 
 LOGGING = {
     "version": 1,

@@ -11,6 +11,7 @@ import html
 import io
 import os
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 from urllib.parse import quote
@@ -34,9 +35,16 @@ TEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt" if os.path.exists("/etc/ss
 
 
 @pytest.fixture(scope="session", autouse=True)
-def studio_services(tmp_path_factory):
-    """Every test talks to a real Redis; the data dir is a fresh temporary folder."""
-    base = tmp_path_factory.mktemp("studio")
+def studio_services():
+    """Every test talks to a real Redis; the data dir is a fresh temporary folder.
+
+    Not under pytest's own temporary folders (0700): local runs execute as users of their own, who must reach their
+    working folder through the data dir (0711), as in a real installation.
+    """
+    base = Path(tempfile.mkdtemp(prefix="studio-test-"))
+    base.chmod(0o711)
+    (base / "data").mkdir(mode=0o711)
+    (base / "data").chmod(0o711)
     redis_service, url = services.start_redis(base / "redis")
     django_settings.STUDIO_REDIS_URL = url
     django_settings.DATA_DIR = base / "data"
@@ -46,6 +54,7 @@ def studio_services(tmp_path_factory):
     celery_app.conf.CELERY_BROKER_URL = url  # the namespaced key is the one Celery reads here
     yield {"redis_url": url, "base": base, "data_dir": base / "data"}
     redis_service.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -187,6 +196,20 @@ def web(e2e_env, studio_services):
     service, url = services.start_web(e2e_env, studio_services["base"])
     yield url
     service.stop()
+
+
+@pytest.fixture
+def sklearn_environment(db):
+    """The curated Studio-sklearn environment the example runs in. Tests that flush the database (transaction=True)
+    remove what the migrations seeded; it is seeded again here, the same way."""
+    import importlib
+
+    from django.apps import apps
+
+    for module in ("environments.migrations.0002_curated_environments",
+                   "environments.migrations.0003_curated_sklearn_with_matplotlib"):
+        importlib.import_module(module).seed(apps, None)
+    return "Studio-sklearn"
 
 
 @pytest.fixture

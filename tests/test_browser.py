@@ -29,7 +29,7 @@ PAGE_STATE = """() => {
 
 
 def test_a_contributor_submits_the_example_and_watches_it_live_until_its_model_is_stored(
-    cast, workspace, worker, web, browser, tmp_path, monkeypatch
+    cast, workspace, sklearn_environment, worker, web, browser, tmp_path, monkeypatch
 ):
     from playwright.sync_api import expect
 
@@ -50,6 +50,7 @@ def test_a_contributor_submits_the_example_and_watches_it_live_until_its_model_i
         page.fill("#id_experiment", "digits-browser")
         page.set_input_files("#id_source", str(EXAMPLE))
         page.fill("#id_arguments", "--epochs 8 --pause 0.5")
+        page.fill("#id_environment", "Studio-sklearn")
         page.click("button[type=submit]:has-text('Submit run')")
         page.wait_for_url("**/runs/*/")
 

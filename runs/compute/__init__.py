@@ -7,7 +7,10 @@ A driver owns everything that depends on the kind of compute, so `runs/execution
   `InterruptedError` when `stop_check()` gives a reason to stop waiting.
 - `base_environment(placement, workdir)`: the variables the script's environment starts from on this kind (PATH,
   HOME, TMPDIR), where the SDK is, and the URL at which the script reaches the studio.
-- `launch(spec, sink)`: start the script; console output goes to `sink` as it comes. Raises `LaunchError`.
+- `launch(spec)`: start the script, its console going to the run's log and live stream (`spec.console`); raises
+  `LaunchError`. The script outlives the worker that started it.
+- `adopt(run_id, workdir, console)`: a handle on a script a worker started and no longer watches, or None when it is
+  gone; its console resumes where the log stops.
 - `sweep(finished)`: remove what ended runs left behind (the beat task's clean-up); `finished(run_ids)` says which
   of the runs it found have ended.
 
@@ -24,6 +27,7 @@ from runs.compute.base import (
     COLLECTED_DIRS,
     BaseEnvironment,
     ComputeDriver,
+    Console,
     LaunchError,
     LaunchSpec,
     Placement,
@@ -34,7 +38,7 @@ from runs.compute.docker import DockerDriver
 from runs.compute.local import LocalProcessDriver
 from studio.models import ComputeTarget
 
-__all__ = ["COLLECTED_DIRS", "BaseEnvironment", "ComputeDriver", "LaunchError", "LaunchSpec", "Placement",
+__all__ = ["COLLECTED_DIRS", "BaseEnvironment", "ComputeDriver", "Console", "LaunchError", "LaunchSpec", "Placement",
            "PlacementError", "RunHandle", "driver_for"]
 DRIVERS = {ComputeTarget.Kind.LOCAL: LocalProcessDriver, ComputeTarget.Kind.DOCKER: DockerDriver}
 

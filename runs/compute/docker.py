@@ -23,8 +23,16 @@ from django.conf import settings
 from environments import builds
 from environments.definition import VENV
 from environments.models import EnvironmentKind
-from runs.compute.base import COLLECTED_DIRS, BaseEnvironment, LaunchError, LaunchSpec, Placement, PlacementError
-from studio.console import LineSplitter
+from runs.compute.base import (
+    COLLECTED_DIRS,
+    BaseEnvironment,
+    Console,
+    LaunchError,
+    LaunchSpec,
+    Placement,
+    PlacementError,
+)
+from studio.console import ConsoleSink, LineSplitter
 from studio.docker_engine import EngineError, client_for
 
 WORKSPACE = "/workspace"
@@ -47,44 +55,64 @@ def labels(run_id: int) -> dict[str, str]:
 
 class DockerProcess:
     """A run's container. `client` bounds every call by a timeout; `stream_client` has none, for the console and the
-    wait, which last as long as the run. Leaving the `with` block removes the container and closes both clients."""
+    wait, which last as long as the run. The console is written to the run's log by a sink of this handle's own.
+    Leaving the `with` block removes the container and closes both clients, unless released."""
 
-    def __init__(self, client: docker.DockerClient, container, stream_client: docker.DockerClient):
+    def __init__(self, client: docker.DockerClient, container, stream_client: docker.DockerClient, console: Console):
         self.client = client
         self.stream_client = stream_client
         self.container = container
+        self.sink = ConsoleSink(console.stream_key, console.log)
         self.exit_code: int | None = None
         self.oom_killed = False
         self._done = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._released = False
 
     def __enter__(self) -> DockerProcess:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.remove()
+        if self._released:
+            self.sink.close()
+            self.client.close()
+            self.stream_client.close()
+        else:
+            self.remove()
+
+    def release(self) -> None:
+        self._released = True
 
     def attach(self):
-        """Attach to the console before the container starts (attaching to one that already ended would block)."""
-        return self.stream_client.api.attach(
-            self.container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
-        )
+        """The console from its first byte on (the daemon keeps it): attached before the container starts, or to one
+        that runs. A container that already ended gives its stored log instead (attaching to it would block)."""
+        self.container.reload()
+        if self.container.status in ("created", "running", "restarting", "paused"):
+            return self.stream_client.api.attach(
+                self.container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+            )
+        return iter([(self.container.logs(stdout=True, stderr=False), self.container.logs(stdout=False, stderr=True))])
 
-    def watch(self, console, sink) -> None:
-        reader = threading.Thread(target=self._read_console, args=(console, sink), daemon=True)
+    def watch(self, console, skip_bytes: int = 0) -> None:
+        reader = threading.Thread(target=self._read_console, args=(console, skip_bytes), daemon=True)
         waiter = threading.Thread(target=self._wait, daemon=True)
         self._threads = [reader, waiter]
         reader.start()
         waiter.start()
 
-    def _read_console(self, console, sink) -> None:
-        splitters = {"out": LineSplitter("out", sink), "err": LineSplitter("err", sink)}
+    def _read_console(self, console, skip_bytes: int) -> None:
+        """Feed the sink; the first `skip_bytes` (written by the worker that watched before) are passed over."""
+        splitters = {"out": LineSplitter("out", self.sink), "err": LineSplitter("err", self.sink)}
         with contextlib.suppress(docker.errors.DockerException, OSError):  # the container went away: the wait says how
-            for out, err in console:
-                if out:
-                    splitters["out"].feed(out)
-                if err:
-                    splitters["err"].feed(err)
+            for frame in console:
+                for source, data in zip(("out", "err"), frame, strict=True):
+                    if not data:
+                        continue
+                    if skip_bytes:
+                        skipped = min(skip_bytes, len(data))
+                        data, skip_bytes = data[skipped:], skip_bytes - skipped
+                    if data:
+                        splitters[source].feed(data)
         for splitter in splitters.values():
             splitter.close()
 
@@ -112,6 +140,13 @@ class DockerProcess:
         for thread in self._threads:
             thread.join(timeout=10)
         return self.exit_code if self.exit_code is not None else -1
+
+    def stderr_tail(self) -> list[str]:
+        self.sink.close()  # what is queued is written before the tail is read
+        return list(self.sink.stderr_tail)
+
+    def console_note(self) -> str:
+        return self.sink.loss_note()
 
     def sample(self) -> dict[str, float]:
         """CPU % and memory of the container, from the engine's stats."""
@@ -144,6 +179,7 @@ class DockerProcess:
     def remove(self) -> None:
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             self.container.remove(force=True)
+        self.sink.close()
         self.client.close()
         self.stream_client.close()
 
@@ -243,24 +279,25 @@ class DockerDriver:
         variables = {"PATH": CONTAINER_PATH, "HOME": WORKSPACE, "TMPDIR": "/tmp"}
         return BaseEnvironment(variables, SDK_DIR, self.target.callback_url or settings.STUDIO_CONTAINER_API_URL)
 
-    def launch(self, spec: LaunchSpec, sink) -> DockerProcess:
+    def launch(self, spec: LaunchSpec) -> DockerProcess:
         """Start the run's container (a stale one of the same run is removed first)."""
         try:
             client = client_for(self.target, timeout=CONTROL_TIMEOUT_SECONDS)
         except EngineError as error:
             raise LaunchError(f"Could not reach the target's Docker engine: {error}") from None
         try:
-            process = self._start(client, spec, sink)
+            process = self._start(client, spec)
         except docker.errors.DockerException as error:
             client.close()
             raise LaunchError(f"Could not start the container: {error}") from None
         return process
 
-    def _start(self, client, spec: LaunchSpec, sink) -> DockerProcess:
+    def _start(self, client, spec: LaunchSpec) -> DockerProcess:
         name = container_name(spec.run_id)
         remove_stale(client, name)
         container = client.containers.create(spec.placement.image, command=spec.argv, **self._create_options(spec, name))
-        process = DockerProcess(client, container, client_for(self.target, timeout=STREAM_TIMEOUT_SECONDS))
+        process = DockerProcess(client, container, client_for(self.target, timeout=STREAM_TIMEOUT_SECONDS),
+                                spec.console)
         try:
             with workspace_archive(spec.workdir, settings.STUDIO_SDK_PATH) as archive:
                 container.put_archive("/", archive)
@@ -269,7 +306,25 @@ class DockerDriver:
         except BaseException:
             process.remove()
             raise
-        process.watch(console, sink)
+        process.watch(console)
+        return process
+
+    def adopt(self, run_id: int, workdir: Path, console: Console) -> DockerProcess | None:
+        """The run's container, running or ended, when it is still on the engine; its console resumes after what
+        the run's log already holds."""
+        try:
+            client = client_for(self.target, timeout=CONTROL_TIMEOUT_SECONDS)
+        except EngineError:
+            return None
+        try:
+            container = client.containers.get(container_name(run_id))
+            process = DockerProcess(client, container, client_for(self.target, timeout=STREAM_TIMEOUT_SECONDS),
+                                    console)
+        except (docker.errors.NotFound, EngineError):
+            client.close()
+            return None
+        written = console.log.stat().st_size if console.log.exists() else 0
+        process.watch(process.attach(), skip_bytes=written)
         return process
 
     def _create_options(self, spec: LaunchSpec, name: str) -> dict:

@@ -29,6 +29,7 @@ from studio_sdk import _http
 from studio_sdk._values import json_cell
 
 BATCH_POINTS = 50_000
+UNDELIVERED_PREFIX = "undelivered:"
 MAX_AGE = 0.5
 POLL = 0.05
 MAX_BODY = 8_000_000
@@ -79,6 +80,9 @@ class Sender:
         self._connection = _http.Connection(endpoint, timeout=min(max(give_up, 5.0), 30.0))
         self._unreachable = False  # after one batch gave up, later ones get one attempt each until one succeeds
         self._dropped_quietly = 0
+        self.undelivered_points = 0
+        self.undelivered_records = 0
+        self.last_problem = ""
         self._reported: set = set()
         self._closed = False
         self._reset_threading()
@@ -125,6 +129,11 @@ class Sender:
         if self._dropped_quietly:
             _warn(f"{self._dropped_quietly} more records were dropped while the studio was unreachable.")
             self._dropped_quietly = 0
+        if self.undelivered_points or self.undelivered_records:
+            # The run's worker reads this line from the console and puts it in the run's reason: a run whose
+            # metrics did not arrive is never a silent success.
+            _warn(f"{UNDELIVERED_PREFIX} {self.undelivered_points} metric points and {self.undelivered_records} other "
+                  f"records could not be delivered to the studio ({self.last_problem}).")
 
     # Thread management ----------------------------------------------------------------------------------------
     def _reset_threading(self) -> None:
@@ -257,6 +266,7 @@ class Sender:
         try:
             response = _http.with_retries(lambda: self._connection.send("POST", path, body, content_type), give_up)
         except _http.Unavailable as exc:
+            self._count_undelivered(path, count, f"the studio at {self.endpoint.base_url} could not be reached")
             if self._unreachable:
                 self._dropped_quietly += count
             else:
@@ -269,10 +279,18 @@ class Sender:
         self._unreachable = False
         if not response.ok:
             message = response.message()
+            self._count_undelivered(path, count, f"the studio refused them: HTTP {response.status}: {message}")
             self._report_once(
                 (path.rsplit("/", 1)[-1], response.status, message),
                 f"the studio refused {what} ({count} records dropped): HTTP {response.status}: {message}",
             )
+
+    def _count_undelivered(self, path: str, count: int, problem: str) -> None:
+        if path.endswith("/metrics"):
+            self.undelivered_points += count
+        else:
+            self.undelivered_records += count
+        self.last_problem = problem[:300]
 
     def _report_once(self, key, message: str) -> None:
         if key not in self._reported:

@@ -12,6 +12,7 @@ import atexit
 import io
 import mimetypes
 import os
+import signal
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from studio_sdk._sender import Op, Sender, _warn
 RUN_ID_ENV = "STUDIO_RUN_ID"
 API_URL_ENV = "STUDIO_API_URL"
 TOKEN_ENV = "STUDIO_RUN_TOKEN"
+FLUSH_ON_TERM_SECONDS = 3.0  # the studio waits STUDIO_CANCEL_GRACE_SECONDS (5 by default) before SIGKILL
 
 
 class Run:
@@ -359,3 +361,25 @@ def _install_process_hooks() -> None:
 
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook
+    _flush_on_sigterm()
+
+
+def _flush_on_sigterm() -> None:
+    """A canceled run gets SIGTERM, and SIGKILL a few seconds later: send what is queued first, then end as SIGTERM
+    would have. Only when the script has no SIGTERM handler of its own."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+    except (ValueError, OSError):
+        return
+
+    def on_term(signum, frame):
+        run = Run._context
+        if run is not None and not run.offline:
+            run._backend.sender.flush(timeout=FLUSH_ON_TERM_SECONDS)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)

@@ -34,11 +34,12 @@ def values(run: Run, name: str) -> list[float]:
     return points.values.tolist()
 
 
-def test_the_examples_metrics_table_image_and_child_runs_arrive(client, cast, workspace, telemetry_worker, target, examples_dir):
+def test_the_examples_metrics_table_image_and_child_runs_arrive(client, cast, workspace, telemetry_worker, target,
+                                                               examples_dir, sklearn_environment):
     login(client, cast["carol"])
     source = (examples_dir / "digits" / "train.py").read_text()
     run = submit(client, workspace, py_upload(source), compute_target="telemetry",
-                 arguments="--epochs 5 --sweep 0.001,0.1 --pause 0.4")
+                 arguments="--epochs 5 --sweep 0.001,0.1 --pause 0.4", environment="Studio-sklearn")
     wait_final(run, timeout=120)
     log = storage.console_log_path(run.pk).read_text()
     assert run.status == RunStatus.COMPLETED, run.reason + log
