@@ -213,7 +213,7 @@ serverurl=unix://{data_dir / "supervisor.sock"}
                             priority=30))
     # Runs outlive their worker: a stopped or restarted worker leaves its runs' scripts going, and its successor
     # adopts them. SIGQUIT ends it at once instead of waiting for runs that last hours.
-    sections.append(program("worker", [*celery, "worker", "-Q", "studio,local,builds", "-n", "local@%h",
+    sections.append(program("worker", [*celery, "worker", "-Q", args.queues, "-n", "local@%h",
                                        "-c", args.concurrency, "--loglevel", "INFO"], data_dir, priority=40,
                             stopsignal="QUIT", stopwaitsecs=10))
     sections.append(program("control", [*celery, "worker", "-Q", "control", "-n", "control@%h", "-P", "solo",
@@ -262,13 +262,23 @@ def start(args: argparse.Namespace) -> None:
         say("supervisord ended unexpectedly")
     except KeyboardInterrupt:
         say("stopping: canceling the runs that are going, then every process")
-        subprocess.run([str(PY), str(ROOT / "manage.py"), "stop_runs", "--wait", "30"], env=env, cwd=ROOT)
-        supervisord.send_signal(signal.SIGTERM)
+        stop_studio(supervisord, env)
     finally:
-        try:
-            supervisord.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(supervisord.pid, signal.SIGKILL)
+        stop_studio(supervisord, env, runs=False)
+
+
+def stop_studio(supervisord: subprocess.Popen, env: dict[str, str], *, runs: bool = True) -> None:
+    """Ctrl-C: cancel the runs that are going ("The studio was stopped.") while the workers are still up to stop
+    their scripts, then stop every process (supervisord stops its programs in reverse priority order)."""
+    if runs and supervisord.poll() is None:
+        subprocess.run([str(PY), str(ROOT / "manage.py"), "stop_runs", "--wait", "30"], env=env, cwd=ROOT)
+    if supervisord.poll() is None:
+        supervisord.send_signal(signal.SIGTERM)
+    try:
+        supervisord.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(supervisord.pid, signal.SIGKILL)
+        supervisord.wait()
 
 
 def _interrupt(signum, frame) -> None:
@@ -297,6 +307,8 @@ def main() -> None:
     start_cmd.add_argument("--host", default=os.environ.get("STUDIO_HOST", "127.0.0.1"))
     start_cmd.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", "8000")))
     start_cmd.add_argument("--concurrency", type=int, default=4, help="runs watched at once by the local worker")
+    start_cmd.add_argument("--queues", default="studio,local,builds",
+                           help="queues the embedded worker serves (add a Docker target's queue to serve it here)")
     start_cmd.set_defaults(func=start)
     worker_cmd = commands.add_parser("worker", help="only a Celery worker for the given queues")
     worker_cmd.add_argument("--queues", default="local")

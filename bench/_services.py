@@ -195,8 +195,10 @@ class Stack:
 
     def _start(self) -> None:
         """Redis, the migrated database, Django in here, the bench's rows, uvicorn and the worker."""
+        self.base.chmod(0o711)  # local runs execute as users of their own, who reach their folder through here
         data_dir = self.base / "data"
         data_dir.mkdir()
+        data_dir.chmod(0o711)
         redis_service, redis_url = services.start_redis(self.base / "redis")
         self.services.append(redis_service)
         database_url = f"sqlite:///{self.base / 'bench.sqlite3'}"

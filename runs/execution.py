@@ -47,7 +47,8 @@ def worker_name() -> str:
 
 def late_before():
     """Heartbeats older than this are late: the watching worker is gone or stuck."""
-    return timezone.now() - timezone.timedelta(seconds=settings.STUDIO_RUN_HEARTBEAT_SECONDS * 4)
+    window = max(settings.STUDIO_RUN_LOST_AFTER_SECONDS, settings.STUDIO_RUN_HEARTBEAT_SECONDS * 2)
+    return timezone.now() - timezone.timedelta(seconds=window)
 
 
 class Heartbeat:
@@ -238,7 +239,8 @@ class RunExecution:
                                 exit_code=exit_code)
             handle.collect(outputs)
             stderr_tail, console_note = handle.stderr_tail(), handle.console_note()
-        self.finalize(exit_code, stop_reason, stderr_tail, [console_note, outputs.note()],
+        sdk_note = storage.sdk_delivery_note(self.console.log, stderr_tail)
+        self.finalize(exit_code, stop_reason, stderr_tail, [console_note, outputs.note(), sdk_note],
                       oom_killed=handle.oom_killed)
 
     def watch(self, handle) -> str | None:
@@ -387,7 +389,7 @@ def reap_lost_runs() -> int:
     Nothing here ends a run: only a worker that finds the script gone does."""
     asked = 0
     late = Run.objects.filter(status__in=ACTIVE_STATES).filter(
-        Q(heartbeat_at__lt=late_before()) | Q(heartbeat_at__isnull=True)
+        Q(heartbeat_at__lt=late_before()) | Q(heartbeat_at__isnull=True) | Q(worker__in=dead_local_workers())
     ).select_related("compute_target")
     for run in late:
         run.transition(RunStatus.NOT_RESPONDING, from_states=(RunStatus.RUNNING,))
@@ -395,9 +397,11 @@ def reap_lost_runs() -> int:
     return asked
 
 
-def requeue_stale_queued(older_than_seconds: float = 300) -> int:
+def requeue_stale_queued(older_than_seconds: float | None = None) -> int:
     """Queued runs whose message the broker lost (Redis restarted without it): queued again. A duplicate is harmless:
     the claim lets only one delivery start the run."""
+    if older_than_seconds is None:
+        older_than_seconds = settings.STUDIO_REQUEUE_AFTER_SECONDS
     cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
     count = 0
     for run in Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=cutoff).select_related("compute_target"):

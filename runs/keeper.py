@@ -21,6 +21,8 @@ Standard library only, and nothing of the studio's settings: it must start fast,
 from __future__ import annotations
 
 import collections
+import contextlib
+import errno
 import json
 import os
 import signal
@@ -46,10 +48,8 @@ def write_json(path: Path, data: dict) -> bool:
         os.replace(partial, path)
         return True
     except OSError:
-        try:
+        with contextlib.suppress(OSError):
             partial.unlink()
-        except OSError:
-            pass
         return False
 
 
@@ -68,16 +68,17 @@ class Console:
 
     def write(self, source: str, chunk: bytes) -> None:
         with self.lock:
+            written = 0
             try:
                 offset = os.lseek(self.log_fd, 0, os.SEEK_END)
                 written = os.write(self.log_fd, chunk)
-                if written < len(chunk):
-                    raise OSError(28, "No space left on device (short write)")
+                if written < len(chunk):  # the disk filled up in the middle of it
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 if source == "err" and not self._err_continuing:
                     os.write(self.err_fd, f"{offset}\n".encode())
             except OSError as error:
-                self.lost_bytes += len(chunk)
-                self.lost_lines += chunk.count(b"\n") or 1
+                self.lost_bytes += len(chunk) - written
+                self.lost_lines += chunk[written:].count(b"\n") or 1
                 self.error = self.error or (error.strerror or str(error))
             if source == "err":
                 if not self._err_continuing:
@@ -188,10 +189,8 @@ class Keeper:
                 except (ProcessLookupError, PermissionError):
                     continue
             return
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.child.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def main() -> int:

@@ -95,6 +95,27 @@ def _size_text(count: int) -> str:
     return f"{count} bytes"
 
 
+SDK_UNDELIVERED = "studio_sdk: undelivered: "
+SDK_NOTE_SCAN_BYTES = 256 * 1024
+
+
+def sdk_delivery_note(log: Path, stderr_tail: list[str]) -> str:
+    """What the run's SDK said it could not deliver (it prints one line at exit, see studio_sdk._sender), as a note
+    for the run's reason; "" when it delivered everything. The console log's end is read, else the stderr tail the
+    keeper kept (when the log itself could not be written)."""
+    lines: list[str] = []
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - SDK_NOTE_SCAN_BYTES))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        pass
+    for line in reversed([*lines, *stderr_tail]):
+        if line.startswith(SDK_UNDELIVERED):
+            return f"Not everything the script logged reached the studio: {line.removeprefix(SDK_UNDELIVERED)}"[:2000]
+    return ""
+
+
 class OutputCollector:
     """Stores a run's output files under its storage, bounded per file and in total; remembers what it left out."""
 

@@ -9,8 +9,8 @@ from django.db import transaction
 from environments import builds
 from environments.models import Environment
 from runs.models import Experiment, Run, RunStatus, RunStatusChange
-from runs.snapshots import StagedSnapshot
 from runs.queueing import enqueue
+from runs.snapshots import StagedSnapshot
 from studio.models import ComputeTarget, Workspace
 
 logger = logging.getLogger(__name__)

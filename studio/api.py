@@ -29,7 +29,7 @@ from ninja.security import APIKeyHeader
 
 from studio.access import access_for, get_in_workspace
 from studio.compute_forms import ComputeTargetForm, is_builtin
-from studio.docker_engine import EngineError, check_connection
+from studio.docker_engine import connection_report
 from studio.limits import body_limit_for, too_big_message
 from studio.models import ApiToken, ComputeTarget, Membership
 from studio.queues import serve_queue
@@ -339,13 +339,12 @@ def get_target(request, workspace: str, name: str):
 
 @router.post("/workspaces/{workspace}/compute/{name}/test", response={200: TestOut, **ERRORS})
 def test_target(request, workspace: str, name: str):
-    """Connect to a Docker target's engine and say what it found, or why it could not connect."""
-    _, target = get_in_workspace(request, workspace, ComputeTarget, write=True, name=name,
-                                 missing=f"No compute target {name[:64]!r}.")
-    try:
-        return {"ok": True, "message": check_connection(target)}
-    except EngineError as error:
-        return {"ok": False, "message": str(error)}
+    """Connect to a Docker target's engine: owners read what it found or why it could not connect; contributors only
+    whether it worked (what a connection finds tells about the studio's network)."""
+    access, target = get_in_workspace(request, workspace, ComputeTarget, write=True, name=name,
+                                      missing=f"No compute target {name[:64]!r}.")
+    connected, message = connection_report(target, owner=access.is_owner)
+    return {"ok": connected, "message": message}
 
 
 @router.delete("/workspaces/{workspace}/compute/{name}", response={204: None, 409: Error, **ERRORS})

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from django import forms
 
 from studio.crypto import decrypt, encrypt
+from studio.docker_engine import engine_not_allowed
 from studio.models import ComputeTarget, Workspace
 
 BUILTIN_TARGET = "local"
@@ -166,7 +167,7 @@ class ComputeTargetForm(forms.ModelForm):
         if url.startswith("unix://"):
             if not url.removeprefix("unix://").startswith("/"):
                 raise forms.ValidationError("Give the socket's absolute path, e.g. unix:///var/run/docker.sock.")
-            return url
+            return self._allowed(url)
         parts = urlsplit(url)
         try:
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
@@ -174,6 +175,13 @@ class ComputeTargetForm(forms.ModelForm):
             raise forms.ValidationError("The port is not a number from 1 to 65535.") from None
         if not parts.hostname:
             raise forms.ValidationError("Name the engine's host, e.g. tcp://gpu-box:2376 or ssh://user@gpu-box.")
+        return self._allowed(url)
+
+    @staticmethod
+    def _allowed(url: str) -> str:
+        refusal = engine_not_allowed(url)
+        if refusal:
+            raise forms.ValidationError(refusal)
         return url
 
     def clean_tls_ca_cert(self):

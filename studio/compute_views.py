@@ -12,9 +12,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from studio.access import get_rw_workspace_for_user, get_workspace_for_user
 from studio.compute_forms import ComputeTargetForm, is_builtin
-from studio.docker_engine import EngineError, check_connection
+from studio.docker_engine import connection_report
 from studio.models import ComputeTarget
 from studio.queues import serve_queue
+from studio.sandbox import isolation
 
 
 def _get_target(access, target_id: int) -> ComputeTarget:
@@ -45,7 +46,8 @@ def compute_list(request, workspace: str):
     access = get_workspace_for_user(request, workspace)
     targets = ComputeTarget.objects.filter(workspace=access.workspace).annotate(run_count=Count("runs"))
     rows = [{"target": target, "limits": limits_summary(target), "builtin": is_builtin(target)} for target in targets]
-    return render(request, "studio/compute_list.html", {"access": access, "workspace": access.workspace, "rows": rows})
+    return render(request, "studio/compute_list.html", {"access": access, "workspace": access.workspace, "rows": rows,
+                                                        "isolation": isolation()})
 
 
 @require_http_methods(["GET", "POST"])
@@ -78,13 +80,12 @@ def compute_edit(request, workspace: str, target_id: int | None = None):
 @require_POST
 @login_required
 def compute_test(request, workspace: str, target_id: int):
-    """Connects to a Docker target's engine. htmx gets the result as a fragment; a plain form post, a message."""
+    """Connects to a Docker target's engine. htmx gets the result as a fragment; a plain form post, a message.
+    Only owners read what the engine answered or why it failed (`connection_report`)."""
     access = get_rw_workspace_for_user(request, workspace)
     target = _get_target(access, target_id)
-    try:
-        summary, error = check_connection(target), ""
-    except EngineError as exc:
-        summary, error = "", str(exc)
+    connected, report = connection_report(target, owner=access.is_owner)
+    summary, error = (report, "") if connected else ("", report)
     if request.htmx:
         return render(
             request,

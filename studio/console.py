@@ -36,6 +36,7 @@ TRUNCATED_NOTE = " … [line truncated in the live view; the full line is in the
 TAIL_MAX_BYTES = 4 * 1024 * 1024
 CHUNK_MAX_BYTES = 512 * 1024
 BATCH_LINES = 2000
+MARK = "mark"  # a queue item that is not console output (see ConsoleSink.mark)
 
 
 def clean_line(raw: bytes) -> str:
@@ -59,9 +60,12 @@ class ConsoleSink:
     lines of stderr are kept in `stderr_tail` for failure messages. `close()` writes what is left and stops.
     """
 
-    def __init__(self, stream_key: str, log_path: Path | None):
+    def __init__(self, stream_key: str, log_path: Path | None, offset_key: str | None = None):
         self.stream_key = stream_key
         self.log_path = log_path  # None: only publish (the log is written by someone else)
+        # With a log: where the log's length is noted with each published batch (atomically), so whoever takes the
+        # console over publishes what was written but not yet shown (`catch_up`).
+        self.offset_key = offset_key
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.line_count = 0
         self.lost_bytes = 0
@@ -77,6 +81,10 @@ class ConsoleSink:
     def feed(self, source: str, chunk: bytes) -> None:
         self._queue.put((source, chunk))
 
+    def mark(self, key: str, value: str) -> None:
+        """Set `key` to `value` in the live store together with the lines fed before this call (one transaction)."""
+        self._queue.put((MARK, (key, value)))
+
     def close(self) -> None:
         self._queue.put(None)
         self._writer.join(timeout=60)
@@ -87,9 +95,12 @@ class ConsoleSink:
         try:
             while True:
                 item = self._queue.get()
-                batch_raw, batch_live, done = [], [], item is None
+                batch_raw, batch_live, marks, done = [], [], {}, item is None
                 while item is not None:
                     source, chunk = item
+                    if source == MARK:  # the batch ends here: the mark covers exactly what came before it
+                        marks[chunk[0]] = chunk[1]
+                        break
                     batch_raw.append(chunk)
                     live_text = self._live_text(source, chunk, limit)
                     if live_text is not None:
@@ -103,7 +114,9 @@ class ConsoleSink:
                     if item is None:
                         done = True
                 self._write(log_file, b"".join(batch_raw))
-                self._publish(batch_live)
+                if self.offset_key and log_file is not None and batch_raw:
+                    marks[self.offset_key] = str(log_file.tell())
+                self._publish(batch_live, marks)
                 if done:
                     return
         finally:
@@ -154,11 +167,11 @@ class ConsoleSink:
             self.stderr_tail.append(text)
         return text
 
-    def _publish(self, batch: list[tuple[str, str]]) -> None:
-        if not batch:
+    def _publish(self, batch: list[tuple[str, str]], marks: dict[str, str] | None = None) -> None:
+        if not batch and not marks:
             return
         try:
-            live.append_lines(self.stream_key, batch)
+            live.append_lines(self.stream_key, batch, marks)
             self._redis_ok = True
         except redis.RedisError:
             if self._redis_ok:  # say it once per outage; the log file still has every line
@@ -177,11 +190,11 @@ class LogFollower:
     POLL_SECONDS = 0.02
 
     def __init__(self, stream_key: str, log_path: Path, err_index: Path | None = None, offset: int = 0,
-                 on_published=None):
+                 offset_key: str | None = None):
         self.sink = ConsoleSink(stream_key, None)
         self.log_path, self.err_index = log_path, err_index
         self.offset = offset
-        self.on_published = on_published  # called with the offset published up to, e.g. to remember it
+        self.offset_key = offset_key  # where the offset published up to is kept, atomically with the lines
         self._err_offsets: set[int] = set()
         self._err_read = 0
         self._stop = threading.Event()
@@ -228,8 +241,8 @@ class LogFollower:
             source = "err" if start + position in self._err_offsets else "out"
             self.sink.feed(source, pending[position:end])
             position = end
-        if self.on_published is not None and position:
-            self.on_published(start + position)
+        if self.offset_key is not None and position:
+            self.sink.mark(self.offset_key, str(start + position))
         return pending[position:]
 
     def _load_err_offsets(self) -> None:
@@ -244,6 +257,20 @@ class LogFollower:
         complete = data.rfind(b"\n") + 1
         self._err_offsets.update(int(line) for line in data[:complete].split() if line.isdigit())
         self._err_read += complete
+
+
+def catch_up(stream_key: str, log_path: Path, offset_key: str) -> int:
+    """Publish what a log holds past the offset noted at `offset_key` (written, never shown: its writer died between
+    the two), before a new writer appends to it. Returns the log's length: where the new writer starts."""
+    length = log_path.stat().st_size if log_path.exists() else 0
+    try:
+        published = int(live.get_signal(offset_key) or length)
+    except (redis.RedisError, ValueError):
+        return length
+    if published < length:
+        follower = LogFollower(stream_key, log_path, None, published, offset_key)
+        follower.stop()  # reads to the end, publishes, returns
+    return length
 
 
 class LineSplitter:

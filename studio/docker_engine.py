@@ -13,6 +13,8 @@ nobody closed. Messages never contain the key.
 from __future__ import annotations
 
 import errno
+import fnmatch
+import ipaddress
 import os
 import shutil
 import socket
@@ -36,8 +38,37 @@ DEFAULT_TIMEOUT_SECONDS = 10
 SCHEMES = ("unix://", "tcp://", "ssh://")
 
 
+GENERIC_FAILURE = "Could not connect to the target's Docker engine."
+
+
 class EngineError(ValueError):
-    """A target's Docker engine cannot be used; the message says why and how to fix it."""
+    """A target's Docker engine cannot be used; the message says why and how to fix it.
+
+    What a connection attempt found (refused, timed out, something else answered) tells about the network the studio
+    sits in, so it is shown to a workspace's owners only (they may read the engine's address anyway); everyone else,
+    and the run pages every member reads, get `public`: the generic failure, or the message itself when it only
+    repeats the target's own settings ("no URL", "not allowed")."""
+
+    def __init__(self, message: str, *, public: str | None = None):
+        super().__init__(message)
+        self.public = public or GENERIC_FAILURE
+
+
+def connection_report(target, *, owner: bool) -> tuple[bool, str]:
+    """(connected, message) for a "Test connection": owners read what the engine said or why it failed; everyone else
+    only whether it worked."""
+    try:
+        summary = check_connection(target)
+    except EngineError as error:
+        if owner or error.public == str(error):
+            return False, str(error)
+        return False, f"{error.public} An owner of this workspace can test it to see why."
+    return True, summary if owner else "The engine answered."
+
+
+def _settings_error(message: str) -> EngineError:
+    """A problem with the target's own settings: nothing was probed, anyone may read it."""
+    return EngineError(message, public=message)
 
 
 class _DirectAPIClient(APIClient):
@@ -115,7 +146,8 @@ def build_client(*, timeout: float) -> docker.DockerClient:
         return EngineClient(**kwargs, timeout=timeout)
     except Exception as exc:
         url = kwargs["base_url"]
-        raise EngineError(_reason(exc, url, timeout)) from None
+        message = _reason(exc, url, timeout)
+        raise EngineError(message, public=message) from None  # the administrator's engine: nothing of a user's to probe
 
 
 def check_connection(target, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> str:
@@ -143,19 +175,78 @@ def check_connection(target, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> str
 
 def _docker_url(target) -> str:
     if target.kind != "docker":
-        raise EngineError(f"{target.name} is a {target.kind} target: only Docker targets have an engine to connect to.")
+        raise _settings_error(
+            f"{target.name} is a {target.kind} target: only Docker targets have an engine to connect to.")
     url = (target.docker_url or "").strip()
     if not url:
-        raise EngineError(f"{target.name} has no Docker engine URL: set one on its edit page.")
+        raise _settings_error(f"{target.name} has no Docker engine URL: set one on its edit page.")
     if not url.startswith(SCHEMES):
-        raise EngineError(
+        raise _settings_error(
             f"The engine URL {url!r} is not supported: use unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host."
         )
     if url.startswith(("tcp://", "ssh://")) and not urlsplit(url).hostname:
-        raise EngineError(f"The engine URL {url!r} names no host: use e.g. tcp://host:2376 or ssh://user@host.")
+        raise _settings_error(f"The engine URL {url!r} names no host: use e.g. tcp://host:2376 or ssh://user@host.")
     if url.startswith("unix://") and not url.removeprefix("unix://"):
-        raise EngineError(f"The engine URL {url!r} names no socket: use e.g. unix:///var/run/docker.sock.")
+        raise _settings_error(f"The engine URL {url!r} names no socket: use e.g. unix:///var/run/docker.sock.")
+    refusal = engine_not_allowed(url)
+    if refusal:
+        raise _settings_error(refusal)
     return url
+
+
+def engine_not_allowed(url: str) -> str:
+    """Why STUDIO_DOCKER_ALLOWED_ENGINES refuses `url` ("" when it is allowed, or when the list is empty).
+
+    Entries: `unix:///path/to.sock` (that socket), a host name or a pattern (`*.gpu.lab`), an IP address or a network
+    (`10.1.0.0/16`), each with an optional `:port`. A host name is also checked against the networks by the
+    addresses it resolves to, so a name cannot smuggle in an address the list leaves out."""
+    allowed = [entry.strip() for entry in settings.STUDIO_DOCKER_ALLOWED_ENGINES if entry.strip()]
+    if not allowed:
+        return ""
+    refusal = (f"The engine URL {url!r} is not one this studio allows: its administrator limits Docker targets to "
+               f"{', '.join(allowed)} (STUDIO_DOCKER_ALLOWED_ENGINES).")
+    if url.startswith("unix://"):
+        return "" if url in allowed else refusal
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port or (22 if url.startswith("ssh://") else 2375)
+    except ValueError:
+        return refusal
+    for entry in allowed:
+        if entry.startswith("unix://"):
+            continue
+        pattern, _, entry_port = _split_host_port(entry)
+        if entry_port and entry_port != str(port):
+            continue
+        if _host_matches(host, pattern.lower()):
+            return ""
+    return refusal
+
+
+def _split_host_port(entry: str) -> tuple[str, str, str]:
+    if entry.startswith("["):  # [::1]:2376
+        host, _, rest = entry[1:].partition("]")
+        return host, ":", rest.lstrip(":")
+    if entry.count(":") == 1:
+        return entry.partition(":")
+    return entry, "", ""
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    try:
+        network = ipaddress.ip_network(pattern, strict=False)
+    except ValueError:
+        return fnmatch.fnmatchcase(host, pattern)
+    try:
+        addresses = {ipaddress.ip_address(host)}
+    except ValueError:
+        try:
+            addresses = {ipaddress.ip_address(info[4][0].split("%")[0])
+                         for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+        except (OSError, UnicodeError):
+            return False
+    return bool(addresses) and all(address in network for address in addresses)
 
 
 def _has_tls(target) -> bool:
@@ -170,7 +261,7 @@ def _tls_config(target, tls_dir: Path) -> TLSConfig:
     has_cert, has_key = bool(target.tls_client_cert.strip()), bool(target.tls_client_key_encrypted)
     if has_cert != has_key:
         missing = "key" if has_cert else "certificate"
-        raise EngineError(
+        raise _settings_error(
             f"{target.name} has a TLS client {'certificate' if has_cert else 'key'} but no {missing}: "
             f"give both, or neither, on its edit page."
         )
@@ -178,7 +269,7 @@ def _tls_config(target, tls_dir: Path) -> TLSConfig:
         try:
             key = decrypt(target.tls_client_key_encrypted)
         except ValueError:
-            raise EngineError(
+            raise _settings_error(
                 f"The TLS client key of {target.name} cannot be decrypted (the studio's secret key changed since it "
                 "was saved): enter the key again on the target's edit page."
             ) from None
@@ -214,6 +305,7 @@ def _causes(exc: BaseException):
 
 
 def _engine_error(exc: Exception, url: str, timeout: float, target) -> EngineError:
+    """What the connection found: for owners only (`public` is the generic failure)."""
     return EngineError(_redact(_reason(exc, url, timeout), target))
 
 

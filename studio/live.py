@@ -24,15 +24,23 @@ STREAM_TTL_SECONDS = 24 * 3600
 LINES_PER_ENTRY = 200
 
 
-def append_lines(key: str, batch: list[tuple[str, str]]) -> None:
+def append_lines(key: str, batch: list[tuple[str, str]], marks: dict[str, str] | None = None) -> None:
     """Append console lines in one round trip; consecutive lines of the same source share an entry.
+
+    `marks` (key: value) are set in the same transaction: a follower of a log file notes how far it published, and
+    the note and the lines land together or not at all, so its successor neither repeats nor skips a line.
 
     Raises redis.RedisError: the caller (a console sink) decides what an outage means, since its log file has
     every line anyway.
     """
-    if not batch:
+    if not batch and not marks:
         return
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = get_redis().pipeline(transaction=bool(marks))
+    for mark_key, value in (marks or {}).items():
+        pipe.set(mark_key, value, ex=STREAM_TTL_SECONDS)
+    if not batch:
+        pipe.execute()
+        return
     maxlen = settings.STUDIO_LOG_STREAM_MAXLEN
     group: list[str] = []
     current = batch[0][0]

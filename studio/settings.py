@@ -201,7 +201,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 12 * 3600}
 CELERY_BEAT_SCHEDULE = {
     "reap-lost-runs": {"task": "runs.tasks.reap_lost_runs", "schedule": env_float("STUDIO_REAP_SECONDS", 5.0, minimum=1)},
     "sweep-targets": {"task": "runs.tasks.sweep_targets", "schedule": 60.0},
-    "requeue-stale-queued": {"task": "runs.tasks.requeue_stale_queued", "schedule": 60.0},
+    "requeue-stale-queued": {"task": "runs.tasks.requeue_stale_queued",
+                             "schedule": min(60.0, env_float("STUDIO_REQUEUE_AFTER_SECONDS", 300.0, minimum=1))},
 }
 # The periodic tasks have a worker of their own (`-Q control`), so a pool busy watching runs never starves them.
 CELERY_TASK_ROUTES = {
@@ -219,6 +220,9 @@ STUDIO_BUILD_PIP_EXTRA_INDEX_URL = env_str("STUDIO_BUILD_PIP_EXTRA_INDEX_URL", "
 STUDIO_BUILD_CA_BUNDLE = env_str("STUDIO_BUILD_CA_BUNDLE", "")
 STUDIO_BUILD_NETWORK = env_str("STUDIO_BUILD_NETWORK", "")  # e.g. "host" when builds must use the host's proxy
 STUDIO_BUILD_DOCKER_URL = env_str("STUDIO_BUILD_DOCKER_URL", "")  # empty: DOCKER_HOST or the local socket
+# Docker engines targets may point at (comma-separated: unix:///var/run/docker.sock, gpu-*.lab, 10.1.0.0/16:2376);
+# empty allows any. See studio/docker_engine.engine_not_allowed.
+STUDIO_DOCKER_ALLOWED_ENGINES = env_list("STUDIO_DOCKER_ALLOWED_ENGINES", [])
 STUDIO_BUILD_TIMEOUT_SECONDS = env_int("STUDIO_BUILD_TIMEOUT_SECONDS", 3600, minimum=60)
 # The studio's URL as a container sees it (for the SDK inside Docker runs): host gateway on Linux.
 # Where the web server listens (`studioctl.py start --host/--port`): the URLs runs are given derive from it.
@@ -233,7 +237,11 @@ STUDIO_SNAPSHOT_MAX_FILES = env_int("STUDIO_SNAPSHOT_MAX_FILES", 2000, minimum=1
 
 # Runs.
 STUDIO_RUN_HEARTBEAT_SECONDS = env_float("STUDIO_RUN_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
-STUDIO_RUN_LOST_AFTER_SECONDS = env_float("STUDIO_RUN_LOST_AFTER_SECONDS", 120.0, minimum=5)
+# A run whose heartbeat is this late is shown NotResponding and offered to a worker of its queue to adopt (which ends
+# it only when its script is really gone).
+# A run Queued this long is sent to its queue again (the broker lost its message); the claim makes a duplicate harmless.
+STUDIO_REQUEUE_AFTER_SECONDS = env_float("STUDIO_REQUEUE_AFTER_SECONDS", 300.0, minimum=1)
+STUDIO_RUN_LOST_AFTER_SECONDS = env_float("STUDIO_RUN_LOST_AFTER_SECONDS", 20.0, minimum=1)
 STUDIO_CANCEL_GRACE_SECONDS = env_float("STUDIO_CANCEL_GRACE_SECONDS", 5.0, minimum=0)
 STUDIO_LOG_STREAM_MAXLEN = env_int("STUDIO_LOG_STREAM_MAXLEN", 200_000, minimum=1000)
 STUDIO_LOG_LIVE_LINE_BYTES = env_int("STUDIO_LOG_LIVE_LINE_BYTES", 16 * 1024, minimum=256)
@@ -249,7 +257,7 @@ STUDIO_INSTANCE_ID = env_str("STUDIO_INSTANCE_ID", "") or read_or_create_secret(
 )
 # Scratch directories of running local runs. With STUDIO_LOCAL_RUN_USER, put it outside the (0700) data dir.
 STUDIO_WORK_DIR = env_path("STUDIO_WORK_DIR", DATA_DIR / "work")
-# How local runs are kept from the studio (runs/compute/sandbox.py): auto (a bubblewrap sandbox when it works, else a
+# How local runs are kept from the studio (studio/sandbox.py): auto (a bubblewrap sandbox when it works, else a
 # user id per run when the studio is root), sandbox, user or none.
 STUDIO_LOCAL_ISOLATION = env_choice("STUDIO_LOCAL_ISOLATION", "auto", ("auto", "sandbox", "user", "none"))
 # A local run's own user id is this plus the run's id (the studio running as root).

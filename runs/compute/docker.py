@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
+import struct
 import tarfile
 import tempfile
 import threading
@@ -32,13 +34,14 @@ from runs.compute.base import (
     Placement,
     PlacementError,
 )
-from studio.console import ConsoleSink, LineSplitter
+from studio.console import ConsoleSink, LineSplitter, catch_up
 from studio.docker_engine import EngineError, client_for
 
 WORKSPACE = "/workspace"
 SDK_DIR = "/opt/studio-sdk"
 CONTROL_TIMEOUT_SECONDS = 300
 STREAM_TIMEOUT_SECONDS = 30 * 24 * 3600  # the console and the wait last as long as the run
+logger = logging.getLogger(__name__)
 SPOOL_BYTES = 16 * 1024 * 1024  # the working directory's tar is kept in memory up to this, then on disk
 ARCHIVE_CHUNK = 1024 * 1024
 CONTAINER_PATH = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -53,6 +56,19 @@ def labels(run_id: int) -> dict[str, str]:
     return {"studio.run": str(run_id), "studio.instance": settings.STUDIO_INSTANCE_ID}
 
 
+def _log_frames(response):
+    """(stdout, None) or (None, stderr) for each frame of a multiplexed logs response, until it ends."""
+    while True:
+        header = response.raw.read(8)
+        if len(header) < 8:
+            return
+        stream_id, length = struct.unpack(">BxxxL", header)
+        data = response.raw.read(length) if length else b""
+        if length and not data:
+            return
+        yield (None, data) if stream_id == 2 else (data, None)
+
+
 class DockerProcess:
     """A run's container. `client` bounds every call by a timeout; `stream_client` has none, for the console and the
     wait, which last as long as the run. The console is written to the run's log by a sink of this handle's own.
@@ -62,7 +78,7 @@ class DockerProcess:
         self.client = client
         self.stream_client = stream_client
         self.container = container
-        self.sink = ConsoleSink(console.stream_key, console.log)
+        self.sink = ConsoleSink(console.stream_key, console.log, offset_key=f"{console.stream_key}:published")
         self.exit_code: int | None = None
         self.oom_killed = False
         self._done = threading.Event()
@@ -84,14 +100,22 @@ class DockerProcess:
         self._released = True
 
     def attach(self):
-        """The console from its first byte on (the daemon keeps it): attached before the container starts, or to one
-        that runs. A container that already ended gives its stored log instead (attaching to it would block)."""
-        self.container.reload()
-        if self.container.status in ("created", "running", "restarting", "paused"):
-            return self.stream_client.api.attach(
-                self.container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
-            )
-        return iter([(self.container.logs(stdout=True, stderr=False), self.container.logs(stdout=False, stderr=True))])
+        """The console of a container about to start, from its first byte (attached before it starts)."""
+        return self.stream_client.api.attach(self.container.id, stdout=True, stderr=True, stream=True, logs=True,
+                                             demux=True)
+
+    def follow_logs(self):
+        """The console of a container that is running or ended, from its first byte and following it to the end.
+
+        For a running container, attach with logs=1 replays the stored log and then attaches, and what the
+        container prints between the two is in neither (a worker that adopted a busy run missed 132 lines); the
+        logs endpoint with follow=1 reads the log driver's file and follows it, so nothing falls between. Its body
+        is multiplexed: frames of an 8-byte header (stream, length) and the data."""
+        api = self.stream_client.api
+        response = api._get(api._url("/containers/{0}/logs", self.container.id),
+                            params={"stdout": 1, "stderr": 1, "follow": 1}, stream=True)
+        api._raise_for_status(response)
+        return _log_frames(response)
 
     def watch(self, console, skip_bytes: int = 0) -> None:
         reader = threading.Thread(target=self._read_console, args=(console, skip_bytes), daemon=True)
@@ -257,6 +281,16 @@ def _add_tree(archive: tarfile.TarFile, source: Path, arcname: str) -> None:
                 archive.addfile(info, handle)
 
 
+def engine_failure(target, error: EngineError) -> str:
+    """A run's reason when its engine cannot be used: every member reads it, so it says what an owner may read
+    (`EngineError.public`); the worker's log keeps the detail."""
+    logger.warning("Docker engine of target %s (%s): %s", target.name, target.pk, error)
+    if error.public == str(error):
+        return str(error)
+    return (f"{error.public.rstrip('.')} ({target.name}). An owner of the workspace can test its connection on the "
+            "Compute page to see why.")
+
+
 class DockerDriver:
     def __init__(self, target):
         self.target = target
@@ -271,8 +305,10 @@ class DockerDriver:
             image = builds.build_or_wait(builds.ensure_image(environment, enqueue=False), stop_check=stop_check)
             with client_for(self.target, timeout=settings.STUDIO_BUILD_TIMEOUT_SECONDS) as client:
                 builds.ensure_on_engine(image, client)
-        except (builds.BuildError, EngineError) as error:
+        except builds.BuildError as error:
             raise PlacementError(str(error)) from None
+        except EngineError as error:
+            raise PlacementError(engine_failure(self.target, error)) from None
         return Placement(python=f"{VENV}/bin/python", image=image.name)
 
     def base_environment(self, placement: Placement, workdir: Path) -> BaseEnvironment:
@@ -284,7 +320,7 @@ class DockerDriver:
         try:
             client = client_for(self.target, timeout=CONTROL_TIMEOUT_SECONDS)
         except EngineError as error:
-            raise LaunchError(f"Could not reach the target's Docker engine: {error}") from None
+            raise LaunchError(engine_failure(self.target, error)) from None
         try:
             process = self._start(client, spec)
         except docker.errors.DockerException as error:
@@ -323,8 +359,8 @@ class DockerDriver:
         except (docker.errors.NotFound, EngineError):
             client.close()
             return None
-        written = console.log.stat().st_size if console.log.exists() else 0
-        process.watch(process.attach(), skip_bytes=written)
+        written = catch_up(console.stream_key, console.log, f"{console.stream_key}:published")
+        process.watch(process.follow_logs(), skip_bytes=written)
         return process
 
     def _create_options(self, spec: LaunchSpec, name: str) -> dict:

@@ -1,5 +1,5 @@
 """Local compute: the script runs on the worker's machine, under its keeper (`runs/keeper.py`), isolated as
-`runs/compute/sandbox.py` says.
+`studio/sandbox.py` says.
 
 The worker starts the keeper in a session of its own and watches it through files in the run's storage
 (`state.json`, `exit.json`); the keeper writes the console log itself. So the script outlives the worker: another
@@ -27,7 +27,6 @@ from django.conf import settings
 from environments import venvs
 from environments.models import EnvironmentKind
 from runs import sysmetrics
-from runs.compute import sandbox
 from runs.compute.base import (
     COLLECTED_DIRS,
     BaseEnvironment,
@@ -37,7 +36,7 @@ from runs.compute.base import (
     Placement,
     PlacementError,
 )
-from studio import live
+from studio import live, sandbox
 from studio.console import LogFollower
 
 KEEPER = Path(__file__).resolve().parent.parent / "keeper.py"
@@ -71,11 +70,8 @@ def published_key(console: Console) -> str:
 
 
 def _follow(console: Console, offset: int) -> LogFollower:
-    def remember(published: int) -> None:
-        with contextlib.suppress(Exception):  # Redis being down only delays the live view; the log has it all
-            live.set_signal(published_key(console), str(published))
-
-    return LogFollower(console.stream_key, console.log, console.state / ERR_INDEX, offset, remember)
+    """Publish the log from `offset`, noting how far with each batch (atomically), so a successor resumes there."""
+    return LogFollower(console.stream_key, console.log, console.state / ERR_INDEX, offset, published_key(console))
 
 
 class KeptProcess:

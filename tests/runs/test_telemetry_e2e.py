@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
 from runs import storage
 from runs.models import MetricEntry, MetricSeries, Run, RunStatus
 from tests import services
 from tests.conftest import login, py_upload
-from tests.runs.test_execution_e2e import submit, wait_final
+from tests.runs.test_execution_e2e import submit, wait_final, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -80,3 +81,44 @@ def test_a_script_that_reports_failure_ends_failed_and_its_token_dies_with_it(cl
     response = httpx.post(f"{web}/api/v1/runs/{run.pk}/tags", json={"tags": {"late": "1"}},
                           headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 403 and "has ended" in response.json()["error"]
+
+
+def test_a_run_whose_metrics_cannot_reach_the_studio_says_so_instead_of_a_silent_success(
+        client, cast, workspace, telemetry_worker, target):
+    login(client, cast["carol"])
+    script = (
+        "import os\n"
+        "os.environ['STUDIO_API_URL'] = 'http://127.0.0.1:9'  # nothing listens there\n"
+        "os.environ['STUDIO_SDK_GIVE_UP_SECONDS'] = '1'\n"
+        "from studio_sdk import Run\n"
+        "run = Run.get_context()\n"
+        "for step in range(40):\n"
+        "    run.log('loss', 1.0 / (step + 1))\n"
+        "print('done', flush=True)\n"
+    )
+    run = submit(client, workspace, py_upload(script), compute_target="telemetry")
+    wait_final(run, timeout=90)
+    assert run.status == RunStatus.COMPLETED and run.exit_code == 0
+    assert "Not everything the script logged reached the studio: 40 metric points and 0 other records could not " \
+           "be delivered to the studio (the studio at http://127.0.0.1:9 could not be reached)." in run.reason
+
+
+def test_cancel_lets_the_sdk_deliver_what_the_script_logged(client, cast, workspace, telemetry_worker, target):
+    login(client, cast["carol"])
+    script = (
+        "import time\n"
+        "from studio_sdk import Run\n"
+        "run = Run.get_context()\n"
+        "for epoch in range(1000):\n"
+        "    run.log('epoch_loss', 1.0 / (epoch + 1), step=epoch)\n"
+        "    print('epoch', epoch, flush=True)\n"
+        "    time.sleep(0.2)\n"
+    )
+    run = submit(client, workspace, py_upload(script), compute_target="telemetry")
+    log = storage.console_log_path(run.pk)
+    wait_until(lambda: log.exists() and log.read_text().count("epoch ") >= 8, 60, "8 epochs")
+    assert client.post(reverse("run_cancel", args=[workspace.name, run.pk])).status_code == 302
+    wait_final(run, timeout=60)
+    assert run.status == RunStatus.CANCELED
+    epochs = [line for line in log.read_text().splitlines() if line.startswith("epoch ")]
+    assert len(values(run, "epoch_loss")) == len(epochs)

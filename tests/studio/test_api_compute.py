@@ -159,11 +159,32 @@ def test_a_reader_cannot_add_a_target(client, cast, workspace):
 # Testing the engine -------------------------------------------------------------------------------------------------
 
 
-def test_testing_a_docker_target_that_cannot_be_reached_says_why(client, cast, workspace, gpu):
-    response = client.post(f"{API}/gpu/test", headers=token_for(cast["carol"]))
+def test_testing_a_docker_target_that_cannot_be_reached_tells_an_owner_why(client, cast, workspace, gpu):
+    response = client.post(f"{API}/gpu/test", headers=token_for(cast["alice"]))
     assert response.status_code == 200
     assert response.json()["ok"] is False
     assert "/nonexistent.sock" in response.json()["message"]
+
+
+def test_testing_a_docker_target_tells_a_contributor_only_that_it_failed(client, cast, workspace, gpu):
+    response = client.post(f"{API}/gpu/test", headers=token_for(cast["carol"]))
+    assert response.json() == {"ok": False, "message": "Could not connect to the target's Docker engine. An owner of "
+                                                       "this workspace can test it to see why."}
+
+
+def test_a_target_outside_the_allow_list_is_refused(client, cast, workspace, settings):
+    settings.STUDIO_DOCKER_ALLOWED_ENGINES = ["gpu-*.lab", "10.1.0.0/16"]
+    before = ComputeTarget.objects.count()
+    for url in ("tcp://127.0.0.1:2375", "unix:///var/run/docker.sock", "ssh://root@10.2.0.1"):
+        response = client.post(f"{API}", {"name": "probe", "kind": "docker", "docker_url": url},
+                               content_type="application/json", headers=token_for(cast["carol"]))
+        assert response.status_code == 400, url
+        assert "is not one this studio allows" in response.json()["errors"]["docker_url"][0]
+    assert ComputeTarget.objects.count() == before
+    for url in ("tcp://gpu-1.lab:2376", "ssh://root@10.1.3.4"):
+        response = client.post(f"{API}", {"name": f"ok-{url[-4:]}", "kind": "docker", "docker_url": url},
+                               content_type="application/json", headers=token_for(cast["carol"]))
+        assert response.status_code == 201, response.json()
 
 
 def test_testing_the_local_target_says_it_has_no_engine(client, cast, workspace):

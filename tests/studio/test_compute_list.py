@@ -141,3 +141,13 @@ def test_it_refuses_other_methods_and_changes_nothing(client, cast, workspace, g
     before = list(ComputeTarget.objects.values())
     assert getattr(client, method)(URL, {"name": "new"}).status_code == 405
     assert list(ComputeTarget.objects.values()) == before
+
+
+def test_the_page_says_how_local_runs_are_kept_from_the_studio(client, cast, workspace):
+    from studio.sandbox import isolation
+
+    login(client, cast["bob"])
+    page = text(client.get("/w/lab/compute/"))
+    assert isolation().summary in page
+    # This machine can sandbox (bubblewrap works here, as root or not): the page must not claim otherwise.
+    assert isolation().protected and "NOT isolated" not in page

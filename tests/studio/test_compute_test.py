@@ -72,9 +72,8 @@ def test_a_target_on_the_local_engine_tests_ok_and_shows_the_engine_version(clie
     assert "<html" not in page  # a fragment, not a page
 
 
-@pytest.mark.parametrize("who", ["alice", "carol"])
-def test_an_unreachable_engine_shows_a_clear_failure(client, cast, unreachable, who):
-    login(client, cast[who])
+def test_an_unreachable_engine_shows_the_owner_a_clear_failure(client, cast, unreachable):
+    login(client, cast["alice"])
     before = snapshot()
     response = client.post(url(unreachable), **HTMX)
     assert response.status_code == 200  # htmx swaps 2xx answers only
@@ -82,6 +81,33 @@ def test_an_unreachable_engine_shows_a_clear_failure(client, cast, unreachable, 
         f'<p class="test-failed" role="alert"><strong>Connection failed.</strong> {REFUSED}</p>'
     )
     assert snapshot() == before
+
+
+def test_a_contributor_only_learns_that_the_connection_failed_not_what_answered(client, cast, unreachable):
+    """A contributor could point a target at any host:port; what the connection found would be a port scan."""
+    login(client, cast["carol"])
+    page = text(client.post(url(unreachable), **HTMX)).strip()
+    assert page == ('<p class="test-failed" role="alert"><strong>Connection failed.</strong> Could not connect to '
+                    "the target's Docker engine. An owner of this workspace can test it to see why.</p>")
+    assert "refused" not in page and "127.0.0.1" not in page
+
+
+def test_a_contributor_reads_that_a_working_engine_answered_without_its_details(client, cast, workspace, engine_version):
+    target = ComputeTarget.objects.create(
+        workspace=workspace, name="here", kind=ComputeTarget.Kind.DOCKER, docker_url=ENGINE_SOCKET, queue="docker-here"
+    )
+    login(client, cast["carol"])
+    page = text(client.post(url(target), **HTMX)).strip()
+    assert page == '<p class="test-ok"><strong>Connected.</strong> The engine answered.</p>'
+
+
+def test_an_engine_outside_the_allow_list_is_never_contacted(client, cast, unreachable, settings):
+    settings.STUDIO_DOCKER_ALLOWED_ENGINES = ["unix:///var/run/docker.sock", "*.gpu.lab", "10.1.0.0/16:2376"]
+    login(client, cast["carol"])
+    page = text(client.post(url(unreachable), **HTMX))
+    assert ("The engine URL 'tcp://127.0.0.1:1' is not one this studio allows: its administrator limits "
+            "Docker targets to unix:///var/run/docker.sock, *.gpu.lab, 10.1.0.0/16:2376") in page
+    assert "refused" not in page
 
 
 def test_without_htmx_it_redirects_with_the_result_as_a_message(client, cast, unreachable):
@@ -164,3 +190,14 @@ def test_it_refuses_other_methods(client, cast, unreachable, method):
     before = snapshot()
     assert getattr(client, method)(url(unreachable)).status_code == 405
     assert snapshot() == before
+
+
+def test_a_run_on_an_unreachable_engine_fails_with_a_reason_every_member_may_read(unreachable):
+    """Run pages are for readers too: the reason names the target, not what answered at its address."""
+    from runs.compute import LaunchError
+    from runs.compute.docker import DockerDriver
+
+    with pytest.raises(LaunchError) as caught:
+        DockerDriver(unreachable).launch(spec=None)
+    assert str(caught.value) == ("Could not connect to the target's Docker engine (nowhere). An owner of the workspace "
+                                 "can test its connection on the Compute page to see why.")

@@ -31,6 +31,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         call_command("migrate", "--noinput", verbosity=0)
         call_command("bootstrap")
+        self.say_isolation()
         root = Path(settings.STATIC_ROOT)
         stamp = root / ".collected.sha256"
         digest = static_digest()
@@ -40,6 +41,19 @@ class Command(BaseCommand):
         with self.settings_for_collecting():
             call_command("collectstatic", "--noinput", "--clear", verbosity=0)
         stamp.write_text(digest)
+
+    def say_isolation(self) -> None:
+        """How local runs are kept from the studio, in plain words (the Compute page says the same)."""
+        from studio.sandbox import hide_source, isolation
+
+        current = isolation()
+        style = self.style.SUCCESS if current.protected else self.style.WARNING
+        self.stdout.write(style(f"[studio] {current.summary}"))
+        if current.mode == "user":
+            changed = hide_source()
+            if changed:
+                self.stdout.write(f"[studio] made {len(changed)} entries of {settings.BASE_DIR} readable by their "
+                                  "owner only, so runs cannot read the studio's source")
 
     @staticmethod
     def settings_for_collecting():

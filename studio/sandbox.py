@@ -82,20 +82,49 @@ def isolation() -> Isolation:
     binary = bwrap_binary() if wanted in ("auto", "sandbox") else ""
     problem = _probe_bwrap(binary, probe_uid) if binary else "bubblewrap (bwrap) is not installed"
     if wanted in ("auto", "sandbox") and not problem:
-        who = "its own user id" if root else "the studio's user id, in a sandbox"
-        return Isolation("sandbox", f"Local runs are sandboxed (bubblewrap) and run as {who}: they cannot see the "
-                                    "studio's data, secrets, source or processes.", binary, per_run_uid=root)
+        who = "each as a user id of its own" if root else "as the studio's user id, inside the sandbox"
+        return Isolation("sandbox", f"Local runs are sandboxed (bubblewrap) and run {who}: they cannot see the "
+                                    "studio's data, secrets, source or processes, nor other runs.", binary,
+                         per_run_uid=root)
     if wanted == "sandbox":
         raise RuntimeError(f"STUDIO_LOCAL_ISOLATION=sandbox, but the sandbox does not start: {problem}")
     if root and wanted in ("auto", "user"):
-        return Isolation("user", "Local runs run as a user id of their own, so they cannot read the studio's data or "
-                                 "secrets, nor other runs' folders; without bubblewrap "
-                                 f"({problem}) they can still read world-readable files such as the studio's source.",
-                         per_run_uid=True)
-    reason = "the studio does not run as root" if not root else "STUDIO_LOCAL_ISOLATION=none"
-    return Isolation("none", f"Local runs are NOT isolated: they run as the studio's own user ({reason}, and "
-                             f"{problem}), so a script could read the studio's database and secrets. Install "
-                             "bubblewrap, or run the studio as root, or use a Docker target for untrusted code.")
+        return Isolation("user", "Local runs run as a user id of their own, so file permissions keep them from the "
+                                 "studio's data, secrets and source (made readable by its owner only at start) and "
+                                 f"from other runs' folders. bubblewrap is not used ({problem}), so they can see the "
+                                 "machine's processes and world-readable files.", per_run_uid=True)
+    if wanted == "user":
+        raise RuntimeError("STUDIO_LOCAL_ISOLATION=user gives each run a user id of its own, which needs the studio to "
+                           "run as root.")
+    if wanted == "none":
+        reason = "STUDIO_LOCAL_ISOLATION=none"
+    else:
+        reason = f"{problem}, and the studio does not run as root" if not root else problem
+    return Isolation("none", f"Local runs are NOT isolated ({reason}): they run as the studio's own user, so a "
+                             "script could read the studio's database and secrets. Install bubblewrap, or run the "
+                             "studio as root, or use a Docker target for untrusted code.")
+
+
+def hide_source() -> list[Path]:
+    """In `user` mode runs see the file system as their own uid does, and a checkout is usually world-readable: make
+    every top-level entry of the studio's tree readable by its owner only, except the SDK (which runs import) and
+    the data dir, and the tree itself traversable but not listable (0711). Returns what was changed (`prepare` does
+    this at each start in `user` mode; the sandbox hides the tree instead)."""
+    base = Path(settings.BASE_DIR).resolve()
+    keep = [Path(settings.STUDIO_SDK_PATH).resolve(), Path(settings.DATA_DIR).resolve(),
+            Path(settings.STUDIO_WORK_DIR).resolve()]
+    changed = []
+    if base.stat().st_mode & 0o777 != 0o711:
+        base.chmod(0o711)
+        changed.append(base)
+    for entry in sorted(base.iterdir()):
+        if entry.is_symlink() or any(kept == entry or kept.is_relative_to(entry) for kept in keep):
+            continue
+        mode = entry.stat().st_mode & 0o777
+        if mode & 0o077:
+            entry.chmod(mode & 0o700)
+            changed.append(entry)
+    return changed
 
 
 def run_identity(run_id: int) -> tuple[int | None, int | None]:
