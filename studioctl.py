@@ -188,6 +188,9 @@ stdout_logfile_backups=3
 
 def supervisor_conf(args: argparse.Namespace, env: dict[str, str], data_dir: Path) -> Path:
     celery = [PY, "-m", "celery", "-A", "studio"]
+    # On a terminal, process state changes show here; redirected to a file, supervisord would reopen it at offset 0
+    # and write over what the start printed, so it keeps a log of its own then.
+    supervisor_log = "/dev/stdout" if sys.stdout.isatty() else data_dir / "logs" / "supervisord.log"
     sections = [f"""
 [unix_http_server]
 file={data_dir / "supervisor.sock"}
@@ -195,8 +198,8 @@ chmod=0700
 
 [supervisord]
 nodaemon=true
-logfile=/dev/stdout
-logfile_maxbytes=0
+logfile={supervisor_log}
+logfile_maxbytes={0 if supervisor_log == "/dev/stdout" else "50MB"}
 loglevel=info
 pidfile={data_dir / "supervisord.pid"}
 childlogdir={data_dir / "logs"}

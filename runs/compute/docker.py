@@ -373,6 +373,10 @@ class DockerDriver:
             "extra_hosts": {"host.docker.internal": "host-gateway"},
             "stdin_open": False,
             "tty": False,
+            # An init process (the engine's tini) is PID 1, not the script: a PID 1 ignores signals it has no handler
+            # for, so the SDK's SIGTERM handler could not end the script after flushing on cancel (it logged on until
+            # SIGKILL, and those points were lost). It also reaps the script's orphans.
+            "init": True,
         }
         if resources.get("memory_limit_mb"):
             options["mem_limit"] = f"{int(resources['memory_limit_mb'])}m"

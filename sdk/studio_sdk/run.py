@@ -380,6 +380,8 @@ def _flush_on_sigterm() -> None:
         if run is not None and not run.offline:
             run._backend.sender.flush(timeout=FLUSH_ON_TERM_SECONDS)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if os.getpid() == 1:  # PID 1 (a container without an init) ignores a signal without a handler: exit instead
+            raise SystemExit(128 + signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_term)

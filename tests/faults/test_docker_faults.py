@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 
 from runs import storage
@@ -77,3 +78,25 @@ def test_a_container_gets_nothing_of_the_studio_but_its_api(docker_stack, token,
     assert re.findall(r"^REFUSED ([^:]+):", console, re.M) == [
         "docker socket", "studio data", "environment secrets", "redis port"]
     assert run.metric_series.get(name="reached").count == 1  # the API is what it does reach
+
+
+def test_canceling_a_docker_run_lets_its_sdk_deliver_what_it_logged(docker_stack, token, target):
+    stack = docker_stack
+    script = (
+        "import time\n"
+        "from studio_sdk import Run\n"
+        "run = Run.get_context()\n"
+        "for epoch in range(1000):\n"
+        "    run.log('epoch_loss', 1.0 / (epoch + 1), step=epoch)\n"
+        "    print(f'line {epoch}', flush=True)\n"
+        "    time.sleep(0.2)\n"
+    )
+    run_id = stack.submit(token, script, compute_target="engine")
+    wait_lines(run_id, 8, timeout=120)
+    response = httpx.post(f"{stack.url}/api/v1/workspaces/lab/runs/{run_id}/cancel",
+                          headers={"Authorization": f"Token {token}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    run = wait_final(run_id, stack=stack)
+    assert run.status == RunStatus.CANCELED
+    printed = [line for line in storage.console_log_path(run_id).read_text().splitlines() if line.startswith("line ")]
+    assert run.metric_series.get(name="epoch_loss").count == len(printed) >= 8
