@@ -33,6 +33,31 @@ with open("outputs/model.txt", "w") as handle:
 print("done", flush=True)
 """
 LINE = re.compile(r"^(line \d+|done)$")
+# The start of an attacking script: attempt(what, action) prints "GOT what: ..." when the action found something,
+# else "REFUSED what: <error>" (an empty result counts as refused: a hidden folder reads as empty).
+ATTEMPT = r"""
+import os, socket
+
+def attempt(what, action):
+    try:
+        found = action()
+        if not found:
+            raise LookupError("nothing there (hidden)")
+    except Exception as error:
+        print(f"REFUSED {what}: {type(error).__name__}: {str(error)[:120]}", flush=True)
+    else:
+        print(f"GOT {what}: {str(found)[:200]!r}", flush=True)
+"""
+# Logs a point, then prints "line N", every 0.2 s for 1000 epochs: canceled tests compare the two.
+EPOCHS = """\
+import time
+from studio_sdk import Run
+run = Run.get_context()
+for epoch in range(1000):
+    run.log("epoch_loss", 1.0 / (epoch + 1), step=epoch)
+    print(f"line {epoch}", flush=True)
+    time.sleep(0.2)
+"""
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from runs import storage
 from runs.models import RunStatus
 from tests.docker.conftest import _engine_problem
-from tests.faults.conftest import STEADY, assert_nothing_lost, wait_final, wait_lines
+from tests.faults.conftest import ATTEMPT, EPOCHS, STEADY, assert_nothing_lost, wait_final, wait_lines
 from tests.stack import SupervisedStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -46,18 +46,7 @@ def test_killing_the_worker_mid_docker_run_loses_nothing(docker_stack, token, ta
     assert_nothing_lost(stack, run, STEPS)
 
 
-PROBE = r"""
-import os, socket
-def attempt(what, action):
-    try:
-        found = action()
-        if not found:
-            raise LookupError("nothing there")
-    except Exception as error:
-        print(f"REFUSED {what}: {type(error).__name__}", flush=True)
-    else:
-        print(f"GOT {what}: {str(found)[:100]!r}", flush=True)
-
+PROBE = ATTEMPT + r"""
 attempt("docker socket", lambda: os.path.exists("/var/run/docker.sock") and "present")
 attempt("studio data", lambda: os.path.exists(os.environ["DATA"]) and "present")
 attempt("environment secrets", lambda: [k for k in os.environ if any(w in k for w in ("SECRET", "REDIS", "DATABASE"))])
@@ -82,16 +71,7 @@ def test_a_container_gets_nothing_of_the_studio_but_its_api(docker_stack, token,
 
 def test_canceling_a_docker_run_lets_its_sdk_deliver_what_it_logged(docker_stack, token, target):
     stack = docker_stack
-    script = (
-        "import time\n"
-        "from studio_sdk import Run\n"
-        "run = Run.get_context()\n"
-        "for epoch in range(1000):\n"
-        "    run.log('epoch_loss', 1.0 / (epoch + 1), step=epoch)\n"
-        "    print(f'line {epoch}', flush=True)\n"
-        "    time.sleep(0.2)\n"
-    )
-    run_id = stack.submit(token, script, compute_target="engine")
+    run_id = stack.submit(token, EPOCHS, compute_target="engine")
     wait_lines(run_id, 8, timeout=120)
     response = httpx.post(f"{stack.url}/api/v1/workspaces/lab/runs/{run_id}/cancel",
                           headers={"Authorization": f"Token {token}"}, timeout=30)

@@ -11,7 +11,7 @@ from django.conf import settings
 
 from runs import storage
 from runs.models import RunStatus
-from tests.faults.conftest import database_file, is_root, wait_final, wait_lines
+from tests.faults.conftest import ATTEMPT, database_file, is_root, wait_final, wait_lines
 from tests.services import ROOT
 from tests.stack import SupervisedStack
 
@@ -26,19 +26,7 @@ print("line 0", flush=True)
 time.sleep(120)
 """
 
-ATTACK = r"""
-import os, socket
-
-def attempt(what, action):
-    try:
-        found = action()
-        if not found:
-            raise LookupError("nothing there (hidden)")
-    except Exception as error:
-        print(f"REFUSED {what}: {type(error).__name__}: {str(error)[:120]}", flush=True)
-    else:
-        print(f"GOT {what}: {str(found)[:200]!r}", flush=True)
-
+ATTACK = ATTEMPT + r"""
 def read(path):
     with open(path, "rb") as handle:
         return handle.read(200)

@@ -9,6 +9,7 @@ from runs import storage
 from runs.models import MetricEntry, MetricSeries, Run, RunStatus
 from tests import services
 from tests.conftest import login, py_upload
+from tests.faults.conftest import EPOCHS
 from tests.runs.test_execution_e2e import submit, wait_final, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -105,20 +106,11 @@ def test_a_run_whose_metrics_cannot_reach_the_studio_says_so_instead_of_a_silent
 
 def test_cancel_lets_the_sdk_deliver_what_the_script_logged(client, cast, workspace, telemetry_worker, target):
     login(client, cast["carol"])
-    script = (
-        "import time\n"
-        "from studio_sdk import Run\n"
-        "run = Run.get_context()\n"
-        "for epoch in range(1000):\n"
-        "    run.log('epoch_loss', 1.0 / (epoch + 1), step=epoch)\n"
-        "    print('epoch', epoch, flush=True)\n"
-        "    time.sleep(0.2)\n"
-    )
-    run = submit(client, workspace, py_upload(script), compute_target="telemetry")
+    run = submit(client, workspace, py_upload(EPOCHS), compute_target="telemetry")
     log = storage.console_log_path(run.pk)
-    wait_until(lambda: log.exists() and log.read_text().count("epoch ") >= 8, 60, "8 epochs")
+    wait_until(lambda: log.exists() and log.read_text().count("line ") >= 8, 60, "8 epochs")
     assert client.post(reverse("run_cancel", args=[workspace.name, run.pk])).status_code == 302
     wait_final(run, timeout=60)
     assert run.status == RunStatus.CANCELED
-    epochs = [line for line in log.read_text().splitlines() if line.startswith("epoch ")]
+    epochs = [line for line in log.read_text().splitlines() if line.startswith("line ")]
     assert len(values(run, "epoch_loss")) == len(epochs)
