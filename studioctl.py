@@ -138,7 +138,7 @@ def redis_answers(host: str, port: int, password: str = "") -> bool:
         return False
 
 
-def redis_program(env: dict[str, str], data_dir: Path) -> str:
+def redis_program(env: dict[str, str], data_dir: Path, state: Path) -> str:
     """supervisord's section for the embedded Redis (loopback, password, append-only file), or "" when
     STUDIO_REDIS_URL names a Redis of its own."""
     if env.get("STUDIO_REDIS_URL"):
@@ -150,14 +150,14 @@ def redis_program(env: dict[str, str], data_dir: Path) -> str:
         return ""
     password = private_secret(data_dir / "redis_password", lambda: secrets.token_hex(24))
     port = int(env.get("STUDIO_REDIS_PORT", DEFAULT_REDIS_PORT))
-    redis_dir = data_dir / "redis"
+    redis_dir = state / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     conf = redis_dir / "redis.conf"  # the password is in a 0600 file, never on a command line
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(f"port {port}\nbind 127.0.0.1\nprotected-mode yes\nrequirepass {password}\n"
                      f"dir {redis_dir}\nsave \"\"\nappendonly yes\nappendfsync everysec\n")
-    return program("redis", [redis_server_binary(), str(conf)], data_dir, priority=10, stopsignal="TERM")
+    return program("redis", [redis_server_binary(), str(conf)], state, priority=10, stopsignal="TERM")
 
 
 # Supervision -------------------------------------------------------------------------------------------------------
@@ -186,14 +186,18 @@ stdout_logfile_backups=3
 """
 
 
-def supervisor_conf(args: argparse.Namespace, env: dict[str, str], data_dir: Path) -> Path:
+def supervisor_conf(args: argparse.Namespace, env: dict[str, str], data_dir: Path, state: Path | None = None) -> Path:
+    """supervisord's configuration; its socket, logs, Redis files and beat schedule go to `state` (the data dir unless
+    given: tests run several supervised studios on one data dir)."""
+    state = state or data_dir
+    (state / "logs").mkdir(parents=True, exist_ok=True)
     celery = [PY, "-m", "celery", "-A", "studio"]
     # On a terminal, process state changes show here; redirected to a file, supervisord would reopen it at offset 0
     # and write over what the start printed, so it keeps a log of its own then.
-    supervisor_log = "/dev/stdout" if sys.stdout.isatty() else data_dir / "logs" / "supervisord.log"
+    supervisor_log = "/dev/stdout" if sys.stdout.isatty() else state / "logs" / "supervisord.log"
     sections = [f"""
 [unix_http_server]
-file={data_dir / "supervisor.sock"}
+file={state / "supervisor.sock"}
 chmod=0700
 
 [supervisord]
@@ -201,29 +205,29 @@ nodaemon=true
 logfile={supervisor_log}
 logfile_maxbytes={0 if supervisor_log == "/dev/stdout" else "50MB"}
 loglevel=info
-pidfile={data_dir / "supervisord.pid"}
-childlogdir={data_dir / "logs"}
+pidfile={state / "supervisord.pid"}
+childlogdir={state / "logs"}
 {"user=root" if os.geteuid() == 0 else ""}
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [supervisorctl]
-serverurl=unix://{data_dir / "supervisor.sock"}
+serverurl=unix://{state / "supervisor.sock"}
 """]
-    sections.append(redis_program(env, data_dir))
-    sections.append(program("web", [PY, "-m", "studio.serve", "--host", args.host, "--port", args.port], data_dir,
+    sections.append(redis_program(env, data_dir, state))
+    sections.append(program("web", [PY, "-m", "studio.serve", "--host", args.host, "--port", args.port], state,
                             priority=30))
     # Runs outlive their worker: a stopped or restarted worker leaves its runs' scripts going, and its successor
     # adopts them. SIGQUIT ends it at once instead of waiting for runs that last hours.
     sections.append(program("worker", [*celery, "worker", "-Q", args.queues, "-n", "local@%h",
-                                       "-c", args.concurrency, "--loglevel", "INFO"], data_dir, priority=40,
+                                       "-c", args.concurrency, "--loglevel", "INFO"], state, priority=40,
                             stopsignal="QUIT", stopwaitsecs=10))
     sections.append(program("control", [*celery, "worker", "-Q", "control", "-n", "control@%h", "-P", "solo",
-                                        "--loglevel", "INFO"], data_dir, priority=40))
-    sections.append(program("beat", [*celery, "beat", "--loglevel", "INFO", "-s", data_dir / "celerybeat-schedule"],
-                            data_dir, priority=50))
-    conf = data_dir / "supervisord.conf"
+                                        "--loglevel", "INFO"], state, priority=40))
+    sections.append(program("beat", [*celery, "beat", "--loglevel", "INFO", "-s", state / "celerybeat-schedule"],
+                            state, priority=50))
+    conf = state / "supervisord.conf"
     conf.write_text("".join(sections))
     return conf
 

@@ -7,6 +7,7 @@ here: a base image, Dockerfile steps and conda packages need a Docker target.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -24,8 +25,13 @@ class VenvError(Exception):
     pass
 
 
-def venv_dir(definition_hash: str) -> Path:
-    return Path(settings.DATA_DIR) / "venvs" / definition_hash
+def venv_dir(definition_hash: str, base_python: str = "") -> Path:
+    """Where the virtualenv of a definition, made from `base_python`, lives: one per definition and interpreter (a
+    virtualenv made from another interpreter may not run as the users runs execute as)."""
+    name = definition_hash
+    if base_python:
+        name += "-" + hashlib.sha256(os.path.realpath(base_python).encode()).hexdigest()[:10]
+    return Path(settings.DATA_DIR) / "venvs" / name
 
 
 def _uv() -> str | None:
@@ -79,7 +85,7 @@ def ensure_venv(environment: Environment, base_python: str = sys.executable) -> 
     definition = environment.definition()
     if definition.conda.dependencies:
         raise VenvError("conda packages need a Docker compute target; on local compute only pip packages install.")
-    target = venv_dir(environment.definition_hash)
+    target = venv_dir(environment.definition_hash, base_python)
     python = target / "bin" / "python"
     if (target / MARKER).exists():
         return str(python)

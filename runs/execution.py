@@ -135,6 +135,9 @@ class RunExecution:
         except Exception as exc:  # the run must end in a final state whatever went wrong here
             logger.exception("Run %s failed inside the studio", self.run.pk)
             self.run.end_with_descendants(RunStatus.FAILED, f"Studio error: {type(exc).__name__}: {exc}")
+        except BaseException:  # the worker is shutting down: its script goes on in its folder and is adopted
+            handed_over = True
+            raise
         finally:
             self.heartbeat.stop()
             if not handed_over:
@@ -238,6 +241,7 @@ class RunExecution:
             self.run.transition(RunStatus.FINALIZING, from_states=(RunStatus.RUNNING, RunStatus.NOT_RESPONDING),
                                 exit_code=exit_code)
             handle.collect(outputs)
+            outputs.commit()
             stderr_tail, console_note = handle.stderr_tail(), handle.console_note()
         sdk_note = storage.sdk_delivery_note(self.console.log, stderr_tail)
         self.finalize(exit_code, stop_reason, stderr_tail, [console_note, outputs.note(), sdk_note],

@@ -321,3 +321,17 @@ class MetricEntry(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["series", "seq"], name="unique_entry_seq")]
         ordering = ["series", "seq"]
+
+
+class RunOutput(models.Model):
+    """A file stored with a run (under outputs/ or logs/), with its content's sha256: the file in run storage is also
+    the blob of that content (a hard link), so registering it as a model copies no bytes."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="stored_outputs")
+    path = models.CharField(max_length=1024)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "path"], name="unique_run_output_path")]
+        ordering = ["path"]

@@ -107,22 +107,26 @@ def _size_text(count: int) -> str:
 
 
 @dataclasses.dataclass
-class _Budget:
-    """The snapshot limits, read from settings at call time, and the bytes written so far."""
+class Budget:
+    """Limits of an upload (a snapshot's by default, read from settings at call time), and the bytes written so far.
+    The model registry makes one of its own, with its settings and hints."""
 
     max_bytes: int
     max_files: int
     written: int = 0
+    what: str = "snapshot"  # named in refusals: "a symbolic link is not allowed in a snapshot"
+    bytes_setting: str = "STUDIO_SNAPSHOT_MAX_BYTES"
+    files_setting: str = "STUDIO_SNAPSHOT_MAX_FILES"
+    bytes_hint: str = "Leave data and build outputs out of the source, or list them in .amlignore."
+    files_hint: str = "List folders you do not need in .amlignore."
 
     @classmethod
-    def from_settings(cls) -> _Budget:
+    def from_settings(cls) -> Budget:
         return cls(settings.STUDIO_SNAPSHOT_MAX_BYTES, settings.STUDIO_SNAPSHOT_MAX_FILES)
 
     def _too_big(self, what: str) -> SnapshotError:
-        return SnapshotError(
-            f"{what}; the limit is {_size_text(self.max_bytes)} (STUDIO_SNAPSHOT_MAX_BYTES). "
-            "Leave data and build outputs out of the source, or list them in .amlignore."
-        )
+        return SnapshotError(f"{what}; the limit is {_size_text(self.max_bytes)} ({self.bytes_setting}). "
+                             f"{self.bytes_hint}")
 
     def check_upload(self, size: int | None) -> None:
         if size is not None and size > self.max_bytes:
@@ -131,8 +135,8 @@ class _Budget:
     def check_file_count(self, count: int) -> None:
         if count > self.max_files:
             raise SnapshotError(
-                f"The archive holds {count:,} files; the limit is {self.max_files:,} (STUDIO_SNAPSHOT_MAX_FILES). "
-                "List folders you do not need in .amlignore."
+                f"The archive holds {count:,} files; the limit is {self.max_files:,} ({self.files_setting}). "
+                f"{self.files_hint}"
             )
 
     def spend(self, count: int) -> None:
@@ -142,12 +146,12 @@ class _Budget:
             raise self._too_big(f"The files unpack to more than {_size_text(self.max_bytes)}")
 
 
-def _copy_counting(source: BinaryIO, out: BinaryIO, budget: _Budget) -> tuple[str, int]:
+def copy_counting(source: BinaryIO, out: BinaryIO, budget: Budget) -> tuple[str, int]:
     """Copy `source` to `out` in chunks, charging `budget` before each write. Returns (sha256, size)."""
     digest = hashlib.sha256()
     size = 0
     while True:
-        with _reading():
+        with reading():
             chunk = source.read(CHUNK_SIZE)
         if not chunk:
             return digest.hexdigest(), size
@@ -158,7 +162,7 @@ def _copy_counting(source: BinaryIO, out: BinaryIO, budget: _Budget) -> tuple[st
 
 
 @contextmanager
-def _reading() -> Iterator[None]:
+def reading() -> Iterator[None]:
     """Turn errors raised while reading a damaged archive into a SnapshotError."""
     try:
         yield
@@ -208,11 +212,11 @@ class StagedSnapshot:
         """Every file path, sorted."""
         return [entry["path"] for entry in self.manifest]
 
-    def add(self, path: str, source: BinaryIO, budget: _Budget) -> None:
+    def add(self, path: str, source: BinaryIO, budget: Budget) -> None:
         """Stage one file read from `source`. `path` must already be clean and new."""
         target = self._directory / f"{len(self._staged):06d}"
         with open(target, "xb") as out:
-            sha256, size = _copy_counting(source, out, budget)
+            sha256, size = copy_counting(source, out, budget)
         self._staged[path] = target
         self.manifest.append({"path": path, "sha256": sha256, "size": size})
         self.manifest.sort(key=lambda entry: entry["path"])
@@ -257,7 +261,7 @@ def _new_staging_dir() -> Path:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Member:
+class Member:
     """One archive member: its raw name, whether it is a directory, and the reader's own handle."""
 
     name: str
@@ -265,10 +269,11 @@ class _Member:
     ref: object
 
 
-class _ZipArchive:
+class ZipArchive:
     """Reads members of a zip file; refuses links, special files and encrypted members."""
 
-    def __init__(self, fileobj: BinaryIO, source_name: str):
+    def __init__(self, fileobj: BinaryIO, source_name: str, what: str = "snapshot"):
+        self.what = what
         try:
             self._zip = zipfile.ZipFile(fileobj)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
@@ -276,32 +281,33 @@ class _ZipArchive:
                 f"{source_name!r} is not a valid zip archive; create it again with a zip tool and upload it."
             ) from exc
 
-    def members(self) -> list[_Member]:
+    def members(self) -> list[Member]:
         return [self._member(info) for info in self._zip.infolist()]
 
-    def _member(self, info: zipfile.ZipInfo) -> _Member:
+    def _member(self, info: zipfile.ZipInfo) -> Member:
         name = info.orig_filename  # `filename` is cut at a NUL byte; check what the archive really says.
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
-            raise _link_error(name, "symbolic link")
+            raise _link_error(name, "symbolic link", self.what)
         if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-            raise _special_error(name)
+            raise _special_error(name, self.what)
         if info.flag_bits & 0x1:
             raise SnapshotError(f"Refused {name!r}: encrypted zip members are not supported; zip without a password.")
-        return _Member(name, info.is_dir(), info)
+        return Member(name, info.is_dir(), info)
 
-    def open(self, member: _Member) -> BinaryIO:
-        with _reading():
+    def open(self, member: Member) -> BinaryIO:
+        with reading():
             return self._zip.open(member.ref)
 
     def close(self) -> None:
         self._zip.close()
 
 
-class _TarArchive:
+class TarArchive:
     """Reads members of a (possibly compressed) tar file; refuses links and special files."""
 
-    def __init__(self, fileobj: BinaryIO, source_name: str):
+    def __init__(self, fileobj: BinaryIO, source_name: str, what: str = "snapshot"):
+        self.what = what
         try:
             self._tar = tarfile.open(fileobj=fileobj, mode="r:*")
         except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
@@ -309,13 +315,13 @@ class _TarArchive:
                 f"{source_name!r} is not a valid tar archive; create it again with tar and upload it."
             ) from exc
 
-    def members(self) -> list[_Member]:
+    def members(self) -> list[Member]:
         """Every member, read header by header, stopping before the listing decompresses too much."""
         scan_limit = TAR_SCAN_FACTOR * settings.STUDIO_SNAPSHOT_MAX_BYTES
         members, scanned = [], 0
-        with _reading():
+        with reading():
             while (info := self._tar.next()) is not None:
-                members.append(self._member(info))
+                members.append(tar_member(info, self.what))
                 scanned += info.size  # Reading the next header skips (decompresses) exactly this much.
                 if scanned > scan_limit:
                     raise SnapshotError(
@@ -325,38 +331,39 @@ class _TarArchive:
                     )
         return members
 
-    @staticmethod
-    def _member(info: tarfile.TarInfo) -> _Member:
-        if info.issym():
-            raise _link_error(info.name, "symbolic link")
-        if info.islnk():
-            raise _link_error(info.name, "hard link")
-        if not (info.isreg() or info.isdir()):
-            raise _special_error(info.name)
-        return _Member(info.name, info.isdir(), info)
-
-    def open(self, member: _Member) -> BinaryIO:
-        with _reading():
+    def open(self, member: Member) -> BinaryIO:
+        with reading():
             return self._tar.extractfile(member.ref)
 
     def close(self) -> None:
         self._tar.close()
 
 
-def _link_error(name: str, kind: str) -> SnapshotError:
+def tar_member(info: tarfile.TarInfo, what: str = "snapshot") -> Member:
+    """A tar member the studio accepts (a regular file or a folder), or SnapshotError saying why not."""
+    if info.issym():
+        raise _link_error(info.name, "symbolic link", what)
+    if info.islnk():
+        raise _link_error(info.name, "hard link", what)
+    if not (info.isreg() or info.isdir()):
+        raise _special_error(info.name, what)
+    return Member(info.name, info.isdir(), info)
+
+
+def _link_error(name: str, kind: str, what: str = "snapshot") -> SnapshotError:
     return SnapshotError(
-        f"Refused {name!r}: a {kind} is not allowed in a snapshot; put the file itself in the archive instead."
+        f"Refused {name!r}: a {kind} is not allowed in a {what}; put the file itself in the archive instead."
     )
 
 
-def _special_error(name: str) -> SnapshotError:
+def _special_error(name: str, what: str = "snapshot") -> SnapshotError:
     return SnapshotError(
-        f"Refused {name!r}: devices, FIFOs and other special files are not allowed in a snapshot; "
+        f"Refused {name!r}: devices, FIFOs and other special files are not allowed in a {what}; "
         "archive regular files and folders only."
     )
 
 
-def _plan(members: list[_Member]) -> list[tuple[str, _Member]]:
+def plan_files(members: list[Member]) -> list[tuple[str, Member]]:
     """The files to stage as (clean path, member), in archive order.
 
     Refuses unsafe names, duplicates and a path that is both a file and a folder. When every member lives
@@ -367,16 +374,16 @@ def _plan(members: list[_Member]) -> list[tuple[str, _Member]]:
     files = [(path, member) for path, member in named if not member.is_dir]
     if _single_top_folder(named, files):
         files = [(path.split("/", 1)[1], member) for path, member in files]
-    _refuse_clashes([path for path, _ in files])
+    refuse_clashes([path for path, _ in files])
     return files
 
 
-def _single_top_folder(named: list[tuple[str, _Member]], files: list[tuple[str, _Member]]) -> bool:
+def _single_top_folder(named: list[tuple[str, Member]], files: list[tuple[str, Member]]) -> bool:
     tops = {path.split("/", 1)[0] for path, _ in named}
     return len(tops) == 1 and bool(files) and all("/" in path for path, _ in files)
 
 
-def _refuse_clashes(paths: list[str]) -> None:
+def refuse_clashes(paths: list[str]) -> None:
     seen: set[str] = set()
     for path in paths:
         if path in seen:
@@ -419,7 +426,7 @@ def stage_upload(uploaded_file) -> StagedSnapshot:
     """
     name = uploaded_file.name or ""
     kind = _kind_of(name)
-    budget = _Budget.from_settings()
+    budget = Budget.from_settings()
     budget.check_upload(uploaded_file.size)
     staged = StagedSnapshot(name, _new_staging_dir())
     try:
@@ -434,7 +441,7 @@ def stage_upload(uploaded_file) -> StagedSnapshot:
     return staged
 
 
-def _stage_script(staged: StagedSnapshot, uploaded_file, budget: _Budget) -> None:
+def _stage_script(staged: StagedSnapshot, uploaded_file, budget: Budget) -> None:
     """A single .py upload: one file, under its base name."""
     name = uploaded_file.name
     if name in ("", ".", "..") or any(bad in name for bad in ("/", "\\", "\x00")) or _DRIVE.match(name):
@@ -444,13 +451,13 @@ def _stage_script(staged: StagedSnapshot, uploaded_file, budget: _Budget) -> Non
     staged.add(name, uploaded_file, budget)
 
 
-def _stage_archive(staged: StagedSnapshot, uploaded_file, kind: str, budget: _Budget) -> None:
+def _stage_archive(staged: StagedSnapshot, uploaded_file, kind: str, budget: Budget) -> None:
     """Stage the files of a zip or tar upload that its ignore file keeps."""
     uploaded_file.seek(0)
-    reader_class = _ZipArchive if kind == "zip" else _TarArchive
+    reader_class = ZipArchive if kind == "zip" else TarArchive
     archive = reader_class(uploaded_file.file, uploaded_file.name)
     try:
-        files = _plan(archive.members())
+        files = plan_files(archive.members())
         spec = _stage_ignore_file(staged, archive, files, budget)
         kept = [(path, member) for path, member in files if path == staged.ignore_file or not spec.match_file(path)]
         staged.ignored_count = len(files) - len(kept)
@@ -464,7 +471,7 @@ def _stage_archive(staged: StagedSnapshot, uploaded_file, kind: str, budget: _Bu
         archive.close()
 
 
-def _stage_ignore_file(staged, archive, files, budget: _Budget) -> pathspec.GitIgnoreSpec:
+def _stage_ignore_file(staged, archive, files, budget: Budget) -> pathspec.GitIgnoreSpec:
     """Stage the root `.amlignore` (or else `.gitignore`) and return its rules; empty rules when neither."""
     members = dict(files)
     chosen = next((name for name in IGNORE_FILES if name in members), "")

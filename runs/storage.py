@@ -8,6 +8,7 @@ note the run's reason carries.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +18,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from runs.compute.base import COLLECTED_DIRS
+from runs.models import RunOutput
 from runs.snapshots import SnapshotError, clean_path
+from studio import blobs
 from studio.downloads import ZipMember
 from studio.text import visible
 
@@ -120,11 +123,20 @@ class OutputCollector:
     """Stores a run's output files under its storage, bounded per file and in total; remembers what it left out."""
 
     def __init__(self, run_id: int):
+        self.run_id = run_id
         self.root = run_dir(run_id)
         self.file_limit = settings.STUDIO_OUTPUT_FILE_MAX_BYTES
         self.budget = settings.STUDIO_OUTPUTS_MAX_BYTES
         self.stored = 0
         self.skipped: list[str] = []
+        self.index: list[RunOutput] = []
+        # What the script uploaded through the SDK while it ran: the same file found in ./outputs is not kept twice.
+        self.known = dict(RunOutput.objects.filter(run_id=run_id).values_list("path", "sha256"))
+
+    def commit(self) -> None:
+        """Record the stored files with their content hashes (what model registration reads)."""
+        RunOutput.objects.bulk_create(self.index, batch_size=1000, ignore_conflicts=True)
+        self.index = []
 
     def skip(self, relative: str, why: str) -> None:
         self.skipped.append(f"{relative} ({why})")
@@ -140,23 +152,35 @@ class OutputCollector:
         if size > self.budget:
             return self.skip(relative, f"{_size_text(size)}, over what is left of STUDIO_OUTPUTS_MAX_BYTES")
         target = self.root / relative
-        if target.exists():  # never overwrite what the studio captured (the console log)
-            target = target.with_name(f"{target.stem}.user{target.suffix}")
+        digest = hashlib.sha256()
+        staged = self.root / f".collecting-{os.getpid()}-{self.stored + len(self.skipped)}"
         written = 0
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "xb") as out:
+            with open(staged, "xb") as out:
                 while written <= size and (chunk := source.read(min(COPY_CHUNK, size - written + 1))):
                     out.write(chunk)
+                    digest.update(chunk)
                     written += len(chunk)
         except OSError as error:
-            target.unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)
             return self.skip(relative, f"could not be stored: {error.strerror or error}")
         if written != size:  # it changed while being copied: what was stored is not that file
-            target.unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)
             return self.skip(relative, "it changed size while being stored")
+        sha256 = digest.hexdigest()
+        if target.exists():
+            if self.known.get(relative) == sha256:  # the script uploaded this very file already
+                staged.unlink()
+                return None
+            # never overwrite what the studio captured (the console log, a different upload)
+            relative = f"{Path(relative).with_name(f'{target.stem}.user{target.suffix}').as_posix()}"
+            target = self.root / relative
+        os.replace(staged, target)
+        blobs.link(target, sha256)
         self.budget -= size
         self.stored += 1
+        self.index.append(RunOutput(run_id=self.run_id, path=relative, size=size, sha256=sha256))
 
     def note(self) -> str:
         """For the run's reason: what was left out, or ""."""
@@ -194,14 +218,20 @@ def store_upload(run_id: int, relative: str, upload) -> None:
         raise ValidationError("The file name must stay inside the run's outputs.")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
+    digest, size = hashlib.sha256(), 0
     try:
         with open(partial, "wb") as handle:
             for chunk in upload.chunks():
                 handle.write(chunk)
-        os.replace(partial, target)
+                digest.update(chunk)
+                size += len(chunk)
+        os.replace(partial, target)  # a name replaced: the blob of the old content keeps its bytes
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    blobs.link(target, digest.hexdigest())
+    RunOutput.objects.update_or_create(run_id=run_id, path=f"outputs/{relative}",
+                                       defaults={"size": size, "sha256": digest.hexdigest()})
 
 
 def image_format(upload) -> str | None:

@@ -153,11 +153,19 @@ def run_python() -> str:
 
 
 def _runs_as(python: str, uid: int | None) -> bool:
+    """`python` runs as `uid`, and so does the interpreter it is based on (a virtualenv's base, which a virtualenv
+    made from it links to)."""
     if uid is None:
         return True
+    probe = "import os, sys; print(os.path.realpath(getattr(sys, '_base_executable', '') or sys.executable))"
     try:
-        return subprocess.run([python, "-c", "pass"], capture_output=True, timeout=10,
-                              **_identity_argv(uid)).returncode == 0
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=10,
+                              **_identity_argv(uid))
+        if done.returncode != 0:
+            return False
+        base = done.stdout.strip()
+        return not base or base == os.path.realpath(python) or subprocess.run(
+            [base, "-c", "pass"], capture_output=True, timeout=10, **_identity_argv(uid)).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 

@@ -47,13 +47,13 @@ class SupervisedStack:
         })
         self.env.pop("STUDIO_CONTAINER_API_URL", None)  # derived from STUDIO_PORT, as in a real start
         studioctl = self.studioctl = _studioctl()
-        (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.state = data_dir.parent / f"supervised-{self.port}"  # socket, logs, Redis files: this stack's own
         args = argparse.Namespace(host="127.0.0.1", port=self.port, concurrency=concurrency, queues=queues)
-        self.conf = studioctl.supervisor_conf(args, self.env, data_dir)
+        self.conf = studioctl.supervisor_conf(args, self.env, data_dir, self.state)
         self.password = (data_dir / "redis_password").read_text().strip()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)], env=self.env, cwd=ROOT,
-            stdout=open(data_dir / "logs" / "supervisord.out", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=open(self.state / "logs" / "supervisord.out", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
             wait_until(self.web_answers, 60, "the supervised web server")
@@ -65,7 +65,7 @@ class SupervisedStack:
 
     # Looking at it ------------------------------------------------------------------------------------------------
     def log(self, name: str) -> str:
-        path = self.data_dir / "logs" / f"{name}.log"
+        path = self.state / "logs" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def logs(self) -> str:

@@ -88,7 +88,9 @@ class DockerProcess:
     def __enter__(self) -> DockerProcess:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self._released = True  # the worker is shutting down (SystemExit): the container goes on, and is adopted
         if self._released:
             self.sink.close()
             self.client.close()

@@ -93,7 +93,9 @@ class KeptProcess:
     def __enter__(self) -> KeptProcess:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self.release()  # the worker is shutting down (SystemExit): the script goes on, and is adopted
         if not self._released and self.poll() is None:
             self.terminate(0)
         self.follower.stop()

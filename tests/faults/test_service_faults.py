@@ -15,7 +15,6 @@ import httpx
 import pytest
 from django.conf import settings
 
-from runs import storage
 from runs.models import Run, RunStatus
 from tests.faults.conftest import LINE, STEADY, assert_nothing_lost, console_lines, expected_lines, wait_final
 from tests.services import wait_until
@@ -108,36 +107,4 @@ def _answers(stack) -> bool:
     try:
         return stack.redis().ping()
     except Exception:  # noqa: BLE001 - not up yet
-        return False
-
-
-def test_ctrl_c_cancels_the_runs_that_go_saying_the_studio_was_stopped_and_leaves_nothing_running(
-        e2e_env, studio_services, token):
-    from tests.faults.conftest import wait_lines
-    from tests.stack import SupervisedStack
-
-    stack = SupervisedStack(e2e_env, studio_services["data_dir"])
-    try:
-        script = "import time\nprint('line 0', flush=True)\ntime.sleep(600)\n"
-        running = stack.submit(token, script)
-        wait_lines(running, 1)
-        stack.supervisorctl("stop", "worker")  # a second run waits in the queue
-        queued = stack.submit(token, script)
-        stack.supervisorctl("start", "worker")
-        stack.stop_like_ctrl_c()
-    finally:
-        stack.stop()
-    for run_id in (running, queued):
-        run = Run.objects.get(pk=run_id)
-        assert run.status == RunStatus.CANCELED and run.reason.startswith("The studio was stopped."), run.reason
-    state = json.loads((storage.run_dir(running) / "keeper" / "state.json").read_text())
-    for pid in (state["child_pid"], state["keeper_pid"]):
-        assert not _alive(pid), f"process {pid} of the canceled run still runs"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
         return False

@@ -63,3 +63,12 @@ def test_a_worker_stopped_past_the_lost_after_window_never_ends_a_run_whose_scri
     assert MetricSeries.objects.get(run=run, name="loss").count == steps
     # NotResponding -> Running kept the start: the duration covers the whole run, pause included.
     assert (run.ended_at - run.started_at).total_seconds() >= 8
+
+
+def test_restarting_the_worker_the_way_supervisord_stops_it_loses_nothing(stack, token):
+    """A stop (SIGQUIT: Celery's cold shutdown, which ends its pool processes with SystemExit) is not a cancel."""
+    run_id = stack.submit(token, STEADY, env_vars=f"STEPS={STEPS}")
+    wait_lines(run_id, 100)
+    stack.supervisorctl("restart", "worker")
+    run = wait_final(run_id, stack=stack)
+    assert_nothing_lost(stack, run, STEPS)

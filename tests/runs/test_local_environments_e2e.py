@@ -23,7 +23,9 @@ def test_a_local_run_gets_its_environments_packages_from_a_cached_virtualenv(cli
     wait_final(first, timeout=180)
     log = storage.console_log_path(first.pk).read_text()
     assert first.status == RunStatus.COMPLETED, first.reason + log
-    venv = venvs.venv_dir(env.definition_hash)
+    from studio.sandbox import run_python
+
+    venv = venvs.venv_dir(env.definition_hash, run_python())
     assert f"six 1.16.0 {venv}" in log
     assert "six==1.16.0" in (venv / "frozen.txt").read_text()
     made_at = (venv / venvs.MARKER).stat().st_mtime
