@@ -330,7 +330,7 @@ class RunOutput(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="stored_outputs")
     path = models.CharField(max_length=1024)
     size = models.PositiveBigIntegerField()
-    sha256 = models.CharField(max_length=64)
+    sha256 = models.CharField(max_length=64, db_index=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "path"], name="unique_run_output_path")]

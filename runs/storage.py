@@ -9,6 +9,7 @@ note the run's reason carries.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -24,6 +25,7 @@ from studio import blobs
 from studio.downloads import ZipMember
 from studio.text import visible
 
+logger = logging.getLogger(__name__)
 CONSOLE_LOG = "logs/std_log.txt"
 COPY_CHUNK = 1024 * 1024
 NOTE_ITEMS = 10
@@ -130,8 +132,15 @@ class OutputCollector:
         self.stored = 0
         self.skipped: list[str] = []
         self.index: list[RunOutput] = []
-        # What the script uploaded through the SDK while it ran: the same file found in ./outputs is not kept twice.
-        self.known = dict(RunOutput.objects.filter(run_id=run_id).values_list("path", "sha256"))
+        self._known: dict[str, str] | None = None
+
+    @property
+    def known(self) -> dict[str, str]:
+        """What the script uploaded through the SDK while it ran (read when collecting starts, after the script):
+        the same file found in ./outputs is not kept twice."""
+        if self._known is None:
+            self._known = dict(RunOutput.objects.filter(run_id=self.run_id).values_list("path", "sha256"))
+        return self._known
 
     def commit(self) -> None:
         """Record the stored files with their content hashes (what model registration reads)."""
@@ -153,11 +162,11 @@ class OutputCollector:
             return self.skip(relative, f"{_size_text(size)}, over what is left of STUDIO_OUTPUTS_MAX_BYTES")
         target = self.root / relative
         digest = hashlib.sha256()
-        staged = self.root / f".collecting-{os.getpid()}-{self.stored + len(self.skipped)}"
+        staged = target.parent / f".{target.name}.collecting"  # beside it: the same file system as the target
         written = 0
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(staged, "xb") as out:
+            with open(staged, "wb") as out:
                 while written <= size and (chunk := source.read(min(COPY_CHUNK, size - written + 1))):
                     out.write(chunk)
                     digest.update(chunk)
@@ -176,8 +185,15 @@ class OutputCollector:
             # never overwrite what the studio captured (the console log, a different upload)
             relative = f"{Path(relative).with_name(f'{target.stem}.user{target.suffix}').as_posix()}"
             target = self.root / relative
-        os.replace(staged, target)
-        blobs.link(target, sha256)
+        try:
+            os.replace(staged, target)
+        except OSError as error:
+            staged.unlink(missing_ok=True)
+            return self.skip(relative, f"could not be stored: {error.strerror or error}")
+        try:
+            blobs.link(target, sha256)
+        except OSError:  # the blob store is full or elsewhere: registering it later links (or copies) it then
+            logger.warning("Output %s of run %s not linked into the blob store", relative, self.run_id, exc_info=True)
         self.budget -= size
         self.stored += 1
         self.index.append(RunOutput(run_id=self.run_id, path=relative, size=size, sha256=sha256))

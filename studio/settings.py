@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "studio",
     "runs",
     "environments",
+    "models_registry",
+    "endpoints",
 ]
 
 MIDDLEWARE = [
@@ -230,6 +232,10 @@ STUDIO_PORT = env_int("STUDIO_PORT", 8000, minimum=1, maximum=65535)
 STUDIO_CONTAINER_API_URL = env_str("STUDIO_CONTAINER_API_URL", f"http://host.docker.internal:{STUDIO_PORT}")
 # Fernet key for secrets at rest (registry passwords, TLS keys); derived from the secret key when empty.
 STUDIO_ENCRYPTION_KEY = env_str("STUDIO_ENCRYPTION_KEY", "")
+
+# The model registry: the largest model (all its files) and how many files it may have.
+STUDIO_MODEL_MAX_BYTES = env_int("STUDIO_MODEL_MAX_BYTES", 50 * 1024**3, minimum=1)
+STUDIO_MODEL_MAX_FILES = env_int("STUDIO_MODEL_MAX_FILES", 10_000, minimum=1)
 
 # Snapshots.
 STUDIO_SNAPSHOT_MAX_BYTES = env_int("STUDIO_SNAPSHOT_MAX_BYTES", 300 * 1024 * 1024, minimum=1)

@@ -7,6 +7,8 @@ from django.urls import URLPattern, include, path, register_converter
 from django.views.decorators.http import require_GET, require_http_methods
 
 from environments.api import router as environments_api
+from models_registry.api import router as models_api
+from models_registry.api import run_router as models_run_api
 from runs.api import ingest as runs_ingest_api
 from runs.api import router as runs_api
 from runs.views import dashboard
@@ -22,6 +24,8 @@ api.add_router("", studio_api)
 api.add_router("", runs_api)
 api.add_router("", runs_ingest_api)
 api.add_router("", environments_api)
+api.add_router("", models_api)
+api.add_router("", models_run_api)
 
 
 def _get_only(pattern: URLPattern) -> URLPattern:
@@ -54,6 +58,7 @@ urlpatterns = [
     path("w/<slug:workspace>/compute/<id:target_id>/delete/", compute_views.compute_delete, name="compute_delete"),
     path("w/<slug:workspace>/environments/", include("environments.urls")),
     path("w/<slug:workspace>/", include("runs.urls")),
+    path("w/<slug:workspace>/", include("models_registry.urls")),
     path("account/tokens/", views.api_tokens, name="api_tokens"),
     path("account/tokens/<id:token_id>/revoke/", views.revoke_api_token, name="revoke_api_token"),
 ]

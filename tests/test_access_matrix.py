@@ -20,6 +20,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from environments.models import EnvironmentImage
+from models_registry import registry
 from runs import metrics, storage, tokens
 from runs.models import MetricKind, RunStatus
 from studio.models import ApiToken, ComputeTarget, Membership
@@ -76,6 +77,18 @@ ROUTES: dict[str, dict[str, str]] = {
     "run_metrics": {"GET": R},
     "series_data": {"GET": R},
     "run_image": {"GET": R},
+    "run_models": {"GET": R},
+    "run_register_model": {"POST": W},
+    "model_list": {"GET": R},
+    "model_upload": {"GET": R, "POST": W},
+    "model_detail": {"GET": R},
+    "model_alias": {"POST": W},
+    "model_archive": {"POST": W},
+    "model_version": {"GET": R},
+    "model_version_tags": {"POST": W},
+    "model_version_delete": {"POST": OWN},
+    "model_files_zip": {"GET": R},
+    "model_file": {"GET": R},
     # The REST API (personal tokens) -----------------------------------------------------------------------------------
     "api:api-root": {"GET": "public"},
     "api:openapi-json": {"GET": "public"},
@@ -118,6 +131,21 @@ ROUTES: dict[str, dict[str, str]] = {
     "api:rebuild_image": {"POST": W},
     "api:image_log": {"GET": R},
     "api:image_events": {"GET": R},
+    "api:list_models": {"GET": R},
+    "api:get_model": {"GET": R},
+    "api:list_model_versions": {"GET": R, "POST": W},
+    "api:register_model_version": {"GET": R, "POST": W},
+    "api:resolve_model": {"GET": R},
+    "api:get_model_version": {"GET": R, "DELETE": OWN},
+    "api:delete_model_version": {"GET": R, "DELETE": OWN},
+    "api:model_files_zip": {"GET": R},
+    "api:model_file": {"GET": R},
+    "api:upload_model_version": {"POST": W},
+    "api:upload_model_archive": {"POST": W},
+    "api:set_model_version_tags": {"PUT": W},
+    "api:set_model_alias": {"PUT": W, "DELETE": W},
+    "api:remove_model_alias": {"PUT": W, "DELETE": W},
+    "api:archive_model": {"POST": W},
     # The SDK's routes (the run's own token) ---------------------------------------------------------------------------
     "api:ingest_metrics": {"POST": "run_token"},
     "api:ingest_entries": {"POST": "run_token"},
@@ -127,6 +155,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "api:ingest_file": {"POST": "run_token"},
     "api:ingest_children": {"POST": "run_token"},
     "api:ingest_status": {"POST": "run_token"},
+    "api:ingest_register_model": {"POST": "run_token"},
 }
 STAFF_ONLY = "admin:"  # Django's admin: its own staff check, tested once below
 
@@ -170,6 +199,8 @@ def world(cast, workspace):
     image = EnvironmentImage.objects.create(definition_hash=env.definition_hash)
     target = ComputeTarget.objects.create(workspace=workspace, name="gpu", kind="docker",
                                           docker_url="unix:///nonexistent.sock", queue="docker-gpu")
+    model_version = registry.register_from_run(run, cast["carol"], "digits", ["outputs/model.pkl"])
+    registry.set_alias(model_version, "production", cast["carol"])
     return {
         "run": run, "run_token": tokens.issue(run), "series": series, "entry": image_series.entries.get(),
         "env": env, "image": image, "target": target,
@@ -185,17 +216,18 @@ def url_for(name: str, world) -> str:
         "workspace": "lab", "run_id": run.pk, "image_id": world["image"].pk, "target_id": world["target"].pk,
         "membership_id": world["membership"].pk, "token_id": world["token"].pk, "series_id": world["series"].pk,
         "entry_id": world["entry"].pk, "path": "outputs/model.pkl", "version": env.version,
+        "file": "model.pkl", "alias": "production", "reference": "digits:1",
     }
     route = next(route for pattern_name, route in all_patterns() if pattern_name == name)
     kwargs = {key: value for key, value in values.items() if f"<{key}>" in route or f":{key}>" in route}
     if "<name>" in route or ":name>" in route:
         kwargs["name"] = {"environment": env.name, "compute": "gpu", "target": "gpu", "version": env.name,
-                          "image": env.name}.get(_noun(name), "mnist")
+                          "image": env.name, "model": "digits"}.get(_noun(name), "mnist")
     return reverse(name, kwargs=kwargs)
 
 
 def _noun(name: str) -> str:
-    for noun in ("environment", "version", "target", "compute"):
+    for noun in ("model", "environment", "version", "target", "compute"):
         if noun in name:
             return noun
     return ""

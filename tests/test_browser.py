@@ -1,4 +1,5 @@
-"""The flow a person uses most, in a real browser: sign in, submit the example, watch it live, see its model.
+"""The flow a person uses most, in a real browser: sign in, submit the example, watch it live, see its model, register
+it, and find it on the Models page with its lineage.
 
 Drives Debian's headless Chromium through playwright against the real ASGI server (`web`) and a real Celery
 worker (`worker`), both sharing the test database and Redis. Skipped, with the reason, when Chromium is not
@@ -72,6 +73,27 @@ def test_a_contributor_submits_the_example_and_watches_it_live_until_its_model_i
         page.screenshot(path=str(tmp_path / "run-completed.png"), full_page=True)
         run.refresh_from_db()
         assert run.status == RunStatus.COMPLETED, run.reason
+
+        # Register its model from the run page, then find it on the Models page with its lineage.
+        panel = page.locator("#models")
+        expect(panel).to_contain_text("Register a model from this run's outputs")
+        expect(panel.locator("input[value='outputs/model.pkl']")).to_be_checked()  # offered ticked
+        panel.locator("input[name=name]").fill("digits-classifier")
+        panel.locator("textarea[name=tags]").fill("team=vision")
+        panel.locator("button:has-text('Register model')").click()
+        page.wait_for_url("**/models/digits-classifier/1/")
+        expect(page.locator(".messages")).to_contain_text("Registered digits-classifier version 1")
+        page.click("nav.main-nav a:has-text('Models')")
+        row = page.locator("table.models tbody tr", has_text="digits-classifier")
+        expect(row).to_contain_text("v1")
+        expect(row).to_contain_text("scikit-learn")
+        expect(row).to_contain_text("team: vision")
+        row.locator("a:has-text('v1')").click()
+        lineage = page.locator("#lineage")
+        expect(lineage).to_contain_text("digits-browser")
+        expect(lineage).to_contain_text(f"#{run.pk}")
+        expect(lineage).to_contain_text("final_accuracy")
+        page.screenshot(path=str(tmp_path / "model-version.png"), full_page=True)
     except Exception:
         page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
         raise

@@ -1,10 +1,11 @@
 """Train a small classifier on scikit-learn's bundled digits data set, and tell the studio how it went.
 
 Logs loss and accuracy per epoch, a child run per learning rate when asked to sweep, the final confusion matrix as a
-table, per-class accuracy as rows, and a picture of misclassified digits; writes the model to ./outputs/model.pkl.
-Outside the studio the same script runs as is: the SDK prints what it would have recorded.
+table, per-class accuracy as rows, and a picture of misclassified digits; writes the model to ./outputs/model.pkl and,
+with --register NAME, registers it as the next version of the model NAME. Outside the studio the same script runs as
+is: the SDK prints what it would have recorded.
 
-    python train.py --epochs 10 --learning-rate 0.01 [--sweep 0.001,0.01,0.1] [--pause 0.2]
+    python train.py --epochs 10 --learning-rate 0.01 [--sweep 0.001,0.01,0.1] [--pause 0.2] [--register digits]
 """
 
 import argparse
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--sweep", default="", help="comma-separated learning rates, each trained in a child run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pause", type=float, default=0.0, help="seconds to wait after each epoch, to watch it live")
+    parser.add_argument("--register", default="", metavar="NAME",
+                        help="register outputs/model.pkl as the next version of the model NAME")
     args = parser.parse_args()
 
     run = Run.get_context()
@@ -97,6 +100,12 @@ def main() -> None:
     with open(os.path.join("outputs", "model.pkl"), "wb") as handle:
         pickle.dump(model, handle)
     print(f"saved outputs/model.pkl (final accuracy {accuracy:.4f})", flush=True)
+    if args.register:
+        registered = run.register_model(args.register, "outputs/model.pkl", tags={"dataset": "digits"},
+                                        properties={"learning_rate": str(args.learning_rate), "epochs": str(args.epochs)},
+                                        description=f"SGDClassifier on digits, final accuracy {accuracy:.4f}")
+        if registered:
+            print(f"registered {registered['name']} version {registered['version']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -150,6 +150,42 @@ class Run:
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         self._backend.upload("file", name, name, content, content_type)
 
+    # The model registry ------------------------------------------------------------------------------------------
+    def register_model(self, model_name: str, model_path, tags: dict | None = None, properties: dict | None = None,
+                       description: str | None = None, framework: str | None = None,
+                       framework_version: str | None = None) -> dict | None:
+        """Register the file or folder `model_path` as the next version of the model `model_name`, with this run as
+        its lineage (Azure ML's `Run.register_model`). Returns {"name", "version"}, or None when it could not be
+        registered (the reason is printed) or the script runs outside the studio.
+
+        `model_path` is what the script wrote, e.g. "outputs/model.pkl" or "outputs/model" (a folder). Its files are
+        uploaded to the run's outputs now (a path outside outputs/ goes there under its base name), then registered.
+        """
+        if not isinstance(model_name, str) or not model_name.strip():
+            raise ValueError("register_model needs the model's name, e.g. run.register_model('digits', 'outputs/model.pkl').")
+        local = os.fspath(model_path)
+        if not os.path.exists(local):
+            raise FileNotFoundError(f"register_model: {local!r} does not exist (write the model there first).")
+        normalized = os.path.normpath(local).replace(os.sep, "/")
+        base = normalized[len("outputs/"):] if normalized.startswith("outputs/") else os.path.basename(normalized)
+        if os.path.isdir(local):
+            files = []
+            for folder, _, names in sorted(os.walk(local)):
+                for name in sorted(names):
+                    full = os.path.join(folder, name)
+                    if os.path.isfile(full) and not os.path.islink(full):
+                        files.append((full, f"{base}/{os.path.relpath(full, local).replace(os.sep, '/')}"))
+        else:
+            files = [(local, base)]
+        if not files:
+            raise ValueError(f"register_model: the folder {local!r} holds no files.")
+        for full, name in files:
+            self.upload_file(name, full)
+        payload = {"name": model_name, "paths": [f"outputs/{base}"], "tags": dict(tags or {}),
+                   "properties": dict(properties or {}), "description": description or "",
+                   "framework": framework or "", "framework_version": framework_version or ""}
+        return self._backend.register_model(payload)
+
     # Children and the end -----------------------------------------------------------------------------------------
     def child_run(self, name: str | None = None) -> Run:
         """A new run inside this one (a fold, a trial). Its id comes from the studio, so this call waits for it.
@@ -245,6 +281,19 @@ class _OnlineBackend:
             return _OfflineBackend(name or "child")
         return _OnlineBackend(self.sender, child_id, name)
 
+    def register_model(self, payload: dict) -> dict | None:
+        if not self.flush(timeout=None):  # the files go first, in order, with everything logged before
+            return None
+        response = self._request("POST", "/models", payload)
+        if response is None:
+            return None
+        try:
+            answer = response.json()
+            return {"name": answer["model"], "version": answer["version"]}
+        except (ValueError, KeyError, TypeError):
+            _warn(f"the studio's answer to registering a model was not understood: {response.body[:200]!r}")
+            return None
+
     def server_tags(self) -> dict:
         response = self._request("GET", "/tags")
         if response is None:
@@ -301,6 +350,10 @@ class _OfflineBackend:
         label = f"{self.label}/{name or 'child'}" if self.label else (name or "child")
         self._say(f"child run {label}")
         return _OfflineBackend(name, label)
+
+    def register_model(self, payload: dict) -> dict | None:
+        self._say(f"model {payload['name']} from {', '.join(payload['paths'])} (registered when run in the studio)")
+        return None
 
     def server_tags(self) -> dict:
         return {}

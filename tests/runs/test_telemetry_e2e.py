@@ -41,7 +41,8 @@ def test_the_examples_metrics_table_image_and_child_runs_arrive(client, cast, wo
     login(client, cast["carol"])
     source = (examples_dir / "digits" / "train.py").read_text()
     run = submit(client, workspace, py_upload(source), compute_target="telemetry",
-                 arguments="--epochs 5 --sweep 0.001,0.1 --pause 0.4", environment="Studio-sklearn")
+                 arguments="--epochs 5 --sweep 0.001,0.1 --pause 0.4 --register digits-classifier",
+                 environment="Studio-sklearn")
     wait_final(run, timeout=120)
     log = storage.console_log_path(run.pk).read_text()
     assert run.status == RunStatus.COMPLETED, run.reason + log
@@ -61,6 +62,13 @@ def test_the_examples_metrics_table_image_and_child_runs_arrive(client, cast, wo
     assert all(len(values(child, "loss")) == 5 and len(values(child, "final_accuracy")) == 1 for child in children)
     assert MetricSeries.objects.filter(run=run, name="sys/cpu_percent").exists()
     assert values(run, "sys/memory_rss_mb")[0] > 10
+    # --register: the model, read without unpickling it (a real scikit-learn pickle), with the run as lineage.
+    from models_registry.models import ModelVersion
+
+    version = ModelVersion.objects.get(model__name="digits-classifier")
+    assert "registered digits-classifier version 1" in log
+    assert (version.framework, version.details["estimator"], version.run_id) == ("scikit-learn", "SGDClassifier", run.pk)
+    assert version.framework_version.count(".") >= 1 and version.lineage["metrics"]["final_accuracy"]
 
 
 def test_a_script_that_reports_failure_ends_failed_and_its_token_dies_with_it(client, cast, workspace, telemetry_worker, target, web):
