@@ -110,3 +110,22 @@ def file_tree(files) -> list[dict]:
         return flat
 
     return listing(root, 0)
+
+
+def metric_chart(versions: list[ModelVersion], names: list[str]) -> dict:
+    """{metric: {"x": versions, "y": values}} of the source runs' metrics at registration, oldest version first, for
+    the model page's chart (values that are not numbers are left out)."""
+    chart: dict[str, dict[str, list]] = {}
+    for version in sorted(versions, key=lambda item: item.version):
+        for name in names:
+            raw = (version.lineage.get("metrics") or {}).get(name)
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                continue
+            if value != value or value in (float("inf"), float("-inf")):
+                continue
+            series = chart.setdefault(name, {"x": [], "y": []})
+            series["x"].append(version.version)
+            series["y"].append(value)
+    return {name: series for name, series in chart.items() if len(series["x"]) >= 2}

@@ -79,9 +79,10 @@ def model_detail(request, workspace: str, name: str):
     access, model = get_model(request, workspace, name)
     query = valid_query(VersionListQuery, request)
     versions, next_before = queries.version_page(model, query["before"], PAGE_SIZE)
+    columns = queries.metric_columns(versions)
     return render(request, "models_registry/model_detail.html", {
         "access": access, "workspace": access.workspace, "model": model, "versions": versions,
-        "metric_columns": queries.metric_columns(versions), "next_before": next_before,
+        "metric_columns": columns, "next_before": next_before, "chart": queries.metric_chart(versions, columns),
         "aliases": model.aliases.select_related("version", "updated_by"),
         "alias_changes": AliasChange.objects.filter(model=model).select_related("by")[:20],
         "version_count": model.versions.count(),

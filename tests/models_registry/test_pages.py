@@ -124,6 +124,7 @@ def test_the_model_page_compares_versions_and_moves_aliases(client, cast, run, w
     login(client, cast["carol"])
     page = text(client.get("/w/lab/models/digits/"))
     assert "<th class=\"num\">accuracy</th>" in page and "0.91" in page and "0.97" in page
+    assert '{"accuracy": {"x": [1, 2], "y": [0.91, 0.97]}}' in page  # the chart's data, version by version
     moved = client.post("/w/lab/models/digits/aliases/", {"alias": "production", "version": "2"}, follow=True)
     assert "digits@production is now version 2." in text(moved)
     assert "@production" in text(moved) and "(new) → v2" in text(moved)
