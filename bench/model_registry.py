@@ -28,18 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _services  # noqa: E402
 
+from tests.services import disk_bytes  # noqa: E402
+
 CHUNK = 8 * 1024 * 1024
-
-
-def disk_bytes(root: Path) -> int:
-    seen, total = set(), 0
-    for folder, _, names in os.walk(root):
-        for name in names:
-            info = os.lstat(os.path.join(folder, name))
-            if info.st_ino not in seen:
-                seen.add(info.st_ino)
-                total += info.st_blocks * 512
-    return total
 
 
 def random_file(path: Path, size: int) -> None:

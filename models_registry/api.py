@@ -93,24 +93,23 @@ class VersionPage(Schema):
     next_before: int | None
 
 
-class FromRunIn(Schema):
-    run_id: int
+class OutputsIn(Schema):
+    """A version made of a run's stored outputs, and its fields."""
+
     paths: list[str] = Field(max_length=1000, description="Files or folders under outputs/, e.g. outputs/model.pkl")
     description: str = ""
     tags: dict[str, str | None] = {}
     properties: dict[str, str | None] = {}
-    framework: str = ""
+    framework: str = Field("", description="Empty: detected from the files.")
     framework_version: str = ""
 
 
-class RunRegisterIn(Schema):
+class FromRunIn(OutputsIn):
+    run_id: int
+
+
+class RunRegisterIn(OutputsIn):
     name: str
-    paths: list[str] = Field(max_length=1000)
-    description: str = ""
-    tags: dict[str, str | None] = {}
-    properties: dict[str, str | None] = {}
-    framework: str = ""
-    framework_version: str = ""
 
 
 class AliasIn(Schema):

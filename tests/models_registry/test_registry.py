@@ -21,20 +21,9 @@ from tests.models_registry.conftest import (
     sklearn_pickle,
     torch_state_dict,
 )
+from tests.services import disk_bytes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_dir")]
-
-
-def disk_bytes(root) -> int:
-    """Bytes the files under `root` take on disk, each inode once (hard links share)."""
-    seen, total = set(), 0
-    for folder, _, names in os.walk(root):
-        for name in names:
-            info = os.lstat(os.path.join(folder, name))
-            if info.st_ino not in seen:
-                seen.add(info.st_ino)
-                total += info.st_blocks * 512
-    return total
 
 
 def test_registering_a_runs_output_file_shares_its_bytes_and_keeps_its_lineage(cast, workspace, settings):
