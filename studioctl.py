@@ -225,6 +225,12 @@ serverurl=unix://{state / "supervisor.sock"}
                             stopsignal="QUIT", stopwaitsecs=10))
     sections.append(program("control", [*celery, "worker", "-Q", "control", "-n", "control@%h", "-P", "solo",
                                         "--loglevel", "INFO"], state, priority=40))
+    # Endpoints: the scoring gateway (its own lean server, outside Django's request path) and the controller that
+    # starts, checks and replaces deployments' instances (which outlive both: containers and sessions of their own).
+    sections.append(program("gateway", [PY, "-m", "endpoints.gateway", "--host", args.host], state,
+                            priority=35))  # its port: STUDIO_GATEWAY_PORT, the web port + 1 unless set
+    sections.append(program("endpoints", [PY, "manage.py", "serve_endpoints"], state, priority=45, stopsignal="TERM",
+                            stopwaitsecs=5))
     sections.append(program("beat", [*celery, "beat", "--loglevel", "INFO", "-s", state / "celerybeat-schedule"],
                             state, priority=50))
     conf = state / "supervisord.conf"

@@ -170,7 +170,7 @@ def _runs_as(python: str, uid: int | None) -> bool:
         return False
 
 
-def wrap(argv: list[str], *, workdir: Path, python: str, info_fd: str = "{info_fd}") -> list[str]:
+def wrap(argv: list[str], *, workdir: Path, python: str, info_fd: str | None = "{info_fd}") -> list[str]:
     """The argv that runs `argv` in the sandbox (unchanged in the other modes)."""
     current = isolation()
     if current.mode != "sandbox":
@@ -178,7 +178,9 @@ def wrap(argv: list[str], *, workdir: Path, python: str, info_fd: str = "{info_f
     hidden = [Path(settings.DATA_DIR), Path(settings.BASE_DIR), Path(settings.STUDIO_WORK_DIR), Path.home(),
               Path("/tmp"), Path("/run"), Path("/var/run"), Path("/root")]
     wrapped = [current.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-               "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--info-fd", info_fd]
+               "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
+    if info_fd is not None:
+        wrapped += ["--info-fd", info_fd]
     for path in _outermost(hidden):
         if path.is_dir() and not path.is_symlink():
             wrapped += ["--tmpfs", str(path)]

@@ -51,7 +51,9 @@ def main() -> None:
     args = parser.parse_args()
     bridge = interface_address(args.bridge) if args.bridge else None
     sockets = [listening_socket(address, args.port) for address in addresses(args.host, bridge)]
-    config = uvicorn.Config("studio.asgi:application", timeout_graceful_shutdown=3, log_level="info")
+    # h11 and asyncio, as the request-limit tests were written against (httptools is there for the gateway)
+    config = uvicorn.Config("studio.asgi:application", timeout_graceful_shutdown=3, log_level="info", http="h11",
+                            loop="asyncio")
     print(f"Web server listening on {', '.join(f'{a}:{args.port}' for a in addresses(args.host, bridge))}", flush=True)
     uvicorn.Server(config).run(sockets=sockets)
 

@@ -205,12 +205,14 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-targets": {"task": "runs.tasks.sweep_targets", "schedule": 60.0},
     "requeue-stale-queued": {"task": "runs.tasks.requeue_stale_queued",
                              "schedule": min(60.0, env_float("STUDIO_REQUEUE_AFTER_SECONDS", 300.0, minimum=1))},
+    "purge-endpoint-requests": {"task": "endpoints.tasks.purge_requests", "schedule": 3600.0},
 }
 # The periodic tasks have a worker of their own (`-Q control`), so a pool busy watching runs never starves them.
 CELERY_TASK_ROUTES = {
     "runs.tasks.reap_lost_runs": {"queue": "control"},
     "runs.tasks.sweep_targets": {"queue": "control"},
     "runs.tasks.requeue_stale_queued": {"queue": "control"},
+    "endpoints.tasks.purge_requests": {"queue": "control"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
@@ -230,6 +232,13 @@ STUDIO_BUILD_TIMEOUT_SECONDS = env_int("STUDIO_BUILD_TIMEOUT_SECONDS", 3600, min
 # Where the web server listens (`studioctl.py start --host/--port`): the URLs runs are given derive from it.
 STUDIO_PORT = env_int("STUDIO_PORT", 8000, minimum=1, maximum=65535)
 STUDIO_CONTAINER_API_URL = env_str("STUDIO_CONTAINER_API_URL", f"http://host.docker.internal:{STUDIO_PORT}")
+# Endpoints: the scoring gateway listens on STUDIO_GATEWAY_PORT (the web port + 1 unless set); scoring URLs shown
+# in the pages start with STUDIO_GATEWAY_URL (set it to the address clients use behind a proxy). Request records
+# are kept STUDIO_ENDPOINT_REQUEST_DAYS days (the charts' ten-second summaries too).
+STUDIO_GATEWAY_PORT = env_int("STUDIO_GATEWAY_PORT", STUDIO_PORT + 1 if STUDIO_PORT < 65535 else 8001, minimum=1,
+                              maximum=65535)
+STUDIO_GATEWAY_URL = env_str("STUDIO_GATEWAY_URL", f"http://127.0.0.1:{STUDIO_GATEWAY_PORT}").rstrip("/")
+STUDIO_ENDPOINT_REQUEST_DAYS = env_int("STUDIO_ENDPOINT_REQUEST_DAYS", 30, minimum=1, maximum=3650)
 # Fernet key for secrets at rest (registry passwords, TLS keys); derived from the secret key when empty.
 STUDIO_ENCRYPTION_KEY = env_str("STUDIO_ENCRYPTION_KEY", "")
 

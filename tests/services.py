@@ -125,7 +125,7 @@ def start_web(env: dict[str, str], log_dir: Path, host: str = "127.0.0.1") -> tu
     """uvicorn on a free port; `host` 0.0.0.0 lets containers on this machine reach it through the host gateway."""
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "studio.asgi:application", "--host", host, "--port", str(port),
-            "--timeout-graceful-shutdown", "1", "--log-level", "warning"]
+            "--timeout-graceful-shutdown", "1", "--log-level", "warning", "--http", "h11", "--loop", "asyncio"]
     service = Service("web", argv, env, log_dir)
 
     def answers():
@@ -139,3 +139,35 @@ def start_web(env: dict[str, str], log_dir: Path, host: str = "127.0.0.1") -> tu
 
     wait_until(answers, 30, "the web server")
     return service, f"http://127.0.0.1:{port}"
+
+
+def start_gateway(env: dict[str, str], log_dir: Path) -> tuple[Service, str]:
+    """The scoring gateway (endpoints/gateway.py) on a free port, as `studioctl.py start` runs it."""
+    port = free_port()
+    service = Service("gateway", [sys.executable, "-m", "endpoints.gateway", "--port", str(port)], env, log_dir)
+
+    def answers():
+        if service.process.poll() is not None:
+            raise RuntimeError(f"The gateway did not start:\n{service.log()}")
+        return "listening" in service.log()
+
+    wait_until(answers, 30, "the scoring gateway")
+    wait_until(lambda: socket_answers(port), 10, "the scoring gateway's port")
+    return service, f"http://127.0.0.1:{port}"
+
+
+def start_controller(env: dict[str, str], log_dir: Path) -> Service:
+    """The endpoints' controller (`manage.py serve_endpoints`)."""
+    service = Service("endpoints", [sys.executable, "manage.py", "serve_endpoints"], env, log_dir)
+    wait_until(lambda: "started" in service.log() or service.process.poll() is not None, 30, "the endpoints controller")
+    if service.process.poll() is not None:
+        raise RuntimeError(f"The endpoints controller did not start:\n{service.log()}")
+    return service
+
+
+def socket_answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False

@@ -40,7 +40,8 @@ class SupervisedStack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {key: value for key, value in env.items() if key != "STUDIO_REDIS_URL"}
         self.env.update({
-            "STUDIO_REDIS_PORT": str(self.redis_port), "STUDIO_PORT": str(self.port), "STUDIO_PUBLIC_URL": self.url,
+            "STUDIO_REDIS_PORT": str(self.redis_port), "STUDIO_PORT": str(self.port),
+            "STUDIO_GATEWAY_PORT": str(free_port()), "STUDIO_PUBLIC_URL": self.url,
             "STUDIO_RUN_HEARTBEAT_SECONDS": "1", "STUDIO_RUN_LOST_AFTER_SECONDS": "3", "STUDIO_REAP_SECONDS": "1",
             "STUDIO_SYSTEM_METRICS_SECONDS": "1", "STUDIO_REQUEUE_AFTER_SECONDS": "2", "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
             **(extra_env or {}),

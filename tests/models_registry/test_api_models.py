@@ -202,7 +202,8 @@ def test_tags_archive_download_and_delete(client, cast, run):
     refused = client.delete(f"{API}/models/digits/versions/1", headers=auth(cast["carol"]))
     assert refused.status_code == 403  # contributors do not delete versions
     endpoint = Endpoint.objects.create(workspace=run.workspace, name="digits-api")
-    deployment = Deployment.objects.create(endpoint=endpoint, name="blue", model_version=ModelVersion.objects.get())
+    deployment = Deployment.objects.create(endpoint=endpoint, name="blue", model_version=ModelVersion.objects.get(),
+                                           compute_target=run.workspace.compute_targets.get(name="local"))
     blocked = client.delete(f"{API}/models/digits/versions/1", headers=auth(cast["alice"]))
     assert blocked.status_code == 409
     assert blocked.json()["error"] == ("digits:1 cannot be deleted: it is in use by deployment blue of endpoint "

@@ -136,7 +136,7 @@ def test_the_model_page_compares_versions_and_moves_aliases(client, cast, run, w
 def test_the_version_page_edits_tags_downloads_and_says_where_it_is_deployed(client, cast, run, workspace):
     version = registry.register_from_run(run, cast["carol"], "digits", ["outputs/model"])
     Deployment.objects.create(endpoint=Endpoint.objects.create(workspace=workspace, name="digits-api"), name="blue",
-                              model_version=version)
+                              model_version=version, compute_target=workspace.compute_targets.get(name="local"))
     login(client, cast["carol"])
     page = text(client.get("/w/lab/models/digits/1/"))
     assert "deployment blue of endpoint digits-api" in page
@@ -153,7 +153,8 @@ def test_only_an_owner_deletes_and_a_served_version_is_kept(client, cast, run, w
     login(client, cast["carol"])
     assert client.post("/w/lab/models/digits/1/delete/").status_code == 403
     deployment = Deployment.objects.create(endpoint=Endpoint.objects.create(workspace=workspace, name="api"),
-                                           name="blue", model_version=version)
+                                           name="blue", model_version=version,
+                                           compute_target=workspace.compute_targets.get(name="local"))
     login(client, cast["alice"])
     refused = client.post("/w/lab/models/digits/1/delete/", follow=True)
     assert "in use by deployment blue of endpoint api" in text(refused)

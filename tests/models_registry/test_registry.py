@@ -199,7 +199,8 @@ def test_a_version_a_deployment_serves_cannot_be_deleted(cast, workspace):
     run = completed_run_with_outputs(workspace, cast["carol"], {"outputs/model.pkl": b"w"})
     version = registry.register_from_run(run, cast["carol"], "m", ["outputs/model.pkl"])
     endpoint = Endpoint.objects.create(workspace=workspace, name="digits")
-    Deployment.objects.create(endpoint=endpoint, name="blue", model_version=version)
+    Deployment.objects.create(endpoint=endpoint, name="blue", model_version=version,
+                              compute_target=workspace.compute_targets.get(name="local"))
     with pytest.raises(registry.RegistryError) as caught:
         registry.delete_version(version, cast["alice"])
     assert str(caught.value) == ("m:1 cannot be deleted: it is in use by deployment blue of endpoint digits. "
