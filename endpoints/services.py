@@ -358,6 +358,7 @@ def create_deployment(endpoint: Endpoint, user, name: str, *, model: str, comput
         rest = dict(existing)
         _take(rest, share)
         set_traffic(endpoint, user, traffic={**rest, name: share})
+        deployment.endpoint.refresh_from_db()
     reconciler.wake()
     return deployment
 

@@ -6,6 +6,7 @@ from django.shortcuts import redirect
 from django.urls import URLPattern, include, path, register_converter
 from django.views.decorators.http import require_GET, require_http_methods
 
+from endpoints.api import router as endpoints_api
 from environments.api import router as environments_api
 from models_registry.api import router as models_api
 from models_registry.api import run_router as models_run_api
@@ -26,6 +27,7 @@ api.add_router("", runs_ingest_api)
 api.add_router("", environments_api)
 api.add_router("", models_api)
 api.add_router("", models_run_api)
+api.add_router("", endpoints_api)
 
 
 def _get_only(pattern: URLPattern) -> URLPattern:
@@ -59,6 +61,7 @@ urlpatterns = [
     path("w/<slug:workspace>/environments/", include("environments.urls")),
     path("w/<slug:workspace>/", include("runs.urls")),
     path("w/<slug:workspace>/", include("models_registry.urls")),
+    path("w/<slug:workspace>/", include("endpoints.urls")),
     path("account/tokens/", views.api_tokens, name="api_tokens"),
     path("account/tokens/<id:token_id>/revoke/", views.revoke_api_token, name="revoke_api_token"),
 ]

@@ -19,6 +19,8 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from endpoints import services as endpoint_services
+from endpoints.models import Instance
 from environments.models import EnvironmentImage
 from models_registry import registry
 from runs import metrics, storage, tokens
@@ -89,6 +91,22 @@ ROUTES: dict[str, dict[str, str]] = {
     "model_version_delete": {"POST": OWN},
     "model_files_zip": {"GET": R},
     "model_file": {"GET": R},
+    "endpoint_list": {"GET": R},
+    "endpoint_new": {"GET": W, "POST": W},
+    "deploy": {"GET": W, "POST": W},
+    "endpoint_detail": {"GET": R},
+    "endpoint_keys": {"GET": W},
+    "endpoint_regenerate": {"POST": W},
+    "endpoint_traffic": {"POST": W},
+    "endpoint_capture": {"POST": W},
+    "endpoint_test": {"POST": W},
+    "endpoint_sample": {"GET": W},
+    "endpoint_stats": {"GET": R},
+    "endpoint_delete": {"POST": W},
+    "instance_log": {"GET": R},
+    "instance_events": {"GET": R},
+    "deployment_edit": {"GET": W, "POST": W},
+    "deployment_delete": {"POST": W},
     # The REST API (personal tokens) -----------------------------------------------------------------------------------
     "api:api-root": {"GET": "public"},
     "api:openapi-json": {"GET": "public"},
@@ -147,6 +165,22 @@ ROUTES: dict[str, dict[str, str]] = {
     "api:remove_model_alias": {"PUT": W, "DELETE": W},
     "api:archive_model": {"POST": W},
     # The SDK's routes (the run's own token) ---------------------------------------------------------------------------
+    "api:list_endpoints": {"GET": R, "POST": W},
+    "api:create_endpoint": {"GET": R, "POST": W},
+    "api:get_endpoint": {"GET": R, "PATCH": W, "DELETE": W},
+    "api:update_endpoint": {"GET": R, "PATCH": W, "DELETE": W},
+    "api:delete_endpoint": {"GET": R, "PATCH": W, "DELETE": W},
+    "api:get_endpoint_keys": {"GET": W},
+    "api:regenerate_endpoint_key": {"POST": W},
+    "api:set_endpoint_traffic": {"PUT": W},
+    "api:list_endpoint_requests": {"GET": R},
+    "api:get_endpoint_stats": {"GET": R},
+    "api:list_endpoint_events": {"GET": R},
+    "api:get_instance_logs": {"GET": R},
+    "api:create_deployment": {"POST": W},
+    "api:get_deployment": {"GET": R, "PATCH": W, "DELETE": W},
+    "api:update_deployment": {"GET": R, "PATCH": W, "DELETE": W},
+    "api:delete_deployment": {"GET": R, "PATCH": W, "DELETE": W},
     "api:ingest_metrics": {"POST": "run_token"},
     "api:ingest_entries": {"POST": "run_token"},
     "api:ingest_tags": {"GET": "run_token", "POST": "run_token"},
@@ -201,7 +235,13 @@ def world(cast, workspace):
                                           docker_url="unix:///nonexistent.sock", queue="docker-gpu")
     model_version = registry.register_from_run(run, cast["carol"], "digits", ["outputs/model.pkl"])
     registry.set_alias(model_version, "production", cast["carol"])
+    endpoint = endpoint_services.create_endpoint(workspace, cast["carol"], "digits-api")
+    deployment = endpoint_services.create_deployment(
+        endpoint, cast["carol"], "blue", model="digits:1", compute_target=workspace.compute_targets.get(name="local"),
+        script=("score.py", b"def init():\n    pass\n\ndef run(data):\n    return data\n"))
+    instance = Instance.objects.create(deployment=deployment, revision=1, index=0, handle="pid:0", port=None)
     return {
+        "instance": instance,
         "run": run, "run_token": tokens.issue(run), "series": series, "entry": image_series.entries.get(),
         "env": env, "image": image, "target": target,
         "membership": Membership.objects.get(workspace=workspace, user=cast["bob"]),
@@ -216,18 +256,20 @@ def url_for(name: str, world) -> str:
         "workspace": "lab", "run_id": run.pk, "image_id": world["image"].pk, "target_id": world["target"].pk,
         "membership_id": world["membership"].pk, "token_id": world["token"].pk, "series_id": world["series"].pk,
         "entry_id": world["entry"].pk, "path": "outputs/model.pkl", "version": env.version,
-        "file": "model.pkl", "alias": "production", "reference": "digits:1",
+        "file": "model.pkl", "alias": "production", "reference": "digits:1", "deployment": "blue",
+        "instance_id": world["instance"].pk, "instance": world["instance"].pk,
     }
     route = next(route for pattern_name, route in all_patterns() if pattern_name == name)
     kwargs = {key: value for key, value in values.items() if f"<{key}>" in route or f":{key}>" in route}
     if "<name>" in route or ":name>" in route:
         kwargs["name"] = {"environment": env.name, "compute": "gpu", "target": "gpu", "version": env.name,
-                          "image": env.name, "model": "digits"}.get(_noun(name), "mnist")
+                          "image": env.name, "model": "digits", "endpoint": "digits-api", "deployment": "digits-api",
+                          "instance": "digits-api"}.get(_noun(name), "mnist")
     return reverse(name, kwargs=kwargs)
 
 
 def _noun(name: str) -> str:
-    for noun in ("model", "environment", "version", "target", "compute"):
+    for noun in ("endpoint", "deployment", "instance", "model", "environment", "version", "target", "compute"):
         if noun in name:
             return noun
     return ""
