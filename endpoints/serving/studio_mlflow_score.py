@@ -1,6 +1,7 @@
 """The scoring script of an MLflow model deployed without one: the model folder (the one holding `MLmodel`) is loaded
 with `mlflow.pyfunc.load_model`, and requests take MLflow's scoring formats: {"dataframe_split": ...},
-{"dataframe_records": ...}, {"inputs": ...} or {"instances": ...}. The answer is {"predictions": ...}.
+{"dataframe_records": ...}, {"inputs": ...} or {"instances": ...}, with optional {"params": ...}. The answer is
+{"predictions": ...}; a body in none of these formats, or one the model's signature refuses, is a 400.
 
 The environment must have mlflow (mlflow-skinny is enough) and the model's flavor library installed.
 """
@@ -41,26 +42,52 @@ def _plain(value):
     return value
 
 
-def run(raw_data):
-    body = json.loads(raw_data)
-    if not isinstance(body, dict):
-        raise ValueError("Send a JSON object: dataframe_split, dataframe_records, inputs or instances.")
+FORMATS = ("dataframe_split", "dataframe_records", "inputs", "instances")
+
+
+def _bad_request(message: str):
+    """A 400 with Azure's error body: the request is at fault, not the model (the server's own name for AMLResponse,
+    or Azure's)."""
+    from azureml.contrib.services.aml_response import AMLResponse
+
+    return AMLResponse({"message": message}, 400, json_str=True)
+
+
+def _input(body: dict):
     if "dataframe_split" in body or "dataframe_records" in body:
         import pandas as pd
 
         if "dataframe_split" in body:
             split = body["dataframe_split"]
-            data = pd.DataFrame(split.get("data", []), columns=split.get("columns"), index=split.get("index"))
-        else:
-            data = pd.DataFrame(body["dataframe_records"])
-    elif "inputs" in body or "instances" in body:
-        data = body.get("inputs", body.get("instances"))
-        try:
-            import numpy as np
+            return pd.DataFrame(split.get("data", []), columns=split.get("columns"), index=split.get("index"))
+        return pd.DataFrame(body["dataframe_records"])
+    data = body.get("inputs", body.get("instances"))
+    try:
+        import numpy as np
+    except ImportError:
+        return data
+    return {k: np.asarray(v) for k, v in data.items()} if isinstance(data, dict) else np.asarray(data)
 
-            data = {k: np.asarray(v) for k, v in data.items()} if isinstance(data, dict) else np.asarray(data)
-        except ImportError:
-            pass
-    else:
-        raise ValueError("Send dataframe_split, dataframe_records, inputs or instances.")
-    return {"predictions": _plain(model.predict(data))}
+
+def run(raw_data):
+    try:
+        body = json.loads(raw_data)
+    except ValueError as error:
+        return _bad_request(f"The body is not JSON: {error}")
+    if not isinstance(body, dict) or not any(key in body for key in FORMATS):
+        return _bad_request("Send a JSON object with one of dataframe_split, dataframe_records, inputs or instances "
+                            "(MLflow's scoring formats).")
+    try:
+        data = _input(body)
+    except (TypeError, ValueError, AttributeError) as error:
+        return _bad_request(f"The input cannot be read as {next(k for k in FORMATS if k in body)}: {error}")
+    params = body.get("params")
+    try:
+        predictions = model.predict(data, params=params) if params else model.predict(data)
+    except Exception as error:
+        # MLflow's own refusal of an input that does not match the model's signature: the request's fault
+        if type(error).__name__ == "MlflowException" and getattr(error, "error_code", "") in (
+                "INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
+            return _bad_request(getattr(error, "message", str(error)))
+        raise
+    return {"predictions": _plain(predictions)}

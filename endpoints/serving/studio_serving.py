@@ -9,15 +9,21 @@ interpreter. It serves scoring scripts written for Azure Machine Learning unmodi
   runs once, before the instance reports ready; `run()` is always called by keyword;
 - an undecorated `run(raw_data)` gets the body as text (strict UTF-8: 400 otherwise); a `run` decorated with
   inference-schema's `@input_schema`/`@output_schema` gets the JSON body's top-level keys as keyword arguments (415
-  for another content type, 400 for a body that is not a JSON object or lacks a parameter); `@rawhttp` hands it the
-  request object; a parameter named `request_headers` gets the headers (Title-Cased names);
+  for another content type, 400 for a body that is not a JSON object or lacks a parameter), converted by the declared
+  types (a value that does not convert is a 400 with inference-schema's reason: Azure's server answers 500 there);
+  `@rawhttp` hands it the request object; a parameter named `request_headers` gets the headers (Title-Cased names);
+  GET /score passes the query's values as the body's;
 - a return value that is not an `AMLResponse` goes through `json.dumps` (200, application/json; a str comes back
   quoted, None as {}); errors are JSON `{"message": ...}`; an exception in `run` is a 500 whose traceback goes to the
   console only, with `x-ms-run-function-failed: True`;
 - `GET /` is liveness ("Healthy"), `GET /ready` readiness (503 until `init()` returned), `GET /swagger.json`
-  (`?version=2|3|3.1`) is made from the decorators, or from a swagger*.json in the app root;
-- `from azureml.contrib.services.aml_request import AMLRequest, rawhttp`, `...aml_response import AMLResponse` and
-  `from azureml.core.model import Model` (for `Model.get_model_path`) work without any azureml package installed.
+  (`?version=2|3|3.1`) is Azure's document around the decorators' schemas, or a swagger*.json of the app root;
+- `from azureml.contrib.services.aml_request import AMLRequest, rawhttp`, `...aml_response import AMLResponse` (also
+  as `azureml_inference_server_http.api.*`) and `from azureml.core.model import Model` or `from azureml.core import
+  Model` (for `Model.get_model_path`) work without any azureml package installed; inference-schema is imported only
+  by scripts that use it;
+- responses carry Azure's request ids (x-request-id, x-ms-request-id, x-ms-client-request-id); a body is read by
+  Content-Length or chunked (a malformed one is a 400).
 
 An `init()` that raises ends the process with exit code 3 after printing its traceback (the studio restarts it a few
 times, then marks the deployment Failed with that traceback). At most STUDIO_MAX_CONCURRENT requests are scored at once;
@@ -67,6 +73,8 @@ class AMLRequest:
         self.query_string = split.query.encode()
         self.args = _MultiDict(parse_qsl(split.query, keep_blank_values=True))
         self.headers = _Headers(headers)
+        self.host = self.headers.get("Host", "")
+        self.url = f"http://{self.host}{self.path}" + (f"?{split.query}" if split.query else "")
         self.data = body
         self.content_type = self.headers.get("Content-Type", "")
         self.mimetype = self.content_type.split(";")[0].strip().lower()
@@ -252,25 +260,41 @@ class Model:
             raise
 
 
+def _module(name: str, **attributes) -> types.ModuleType:
+    """A module answered by this file under `name`, with its parent packages where they are not importable (so that
+    `import a.b.c` works as well as `from a.b.c import X`), each parent holding its child as an attribute."""
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    sys.modules[name] = module
+    child = module
+    while "." in child.__name__:
+        parent_name, _, leaf = child.__name__.rpartition(".")
+        parent = sys.modules.get(parent_name)
+        if parent is None:
+            try:
+                parent = importlib.import_module(parent_name)
+            except ImportError:
+                parent = types.ModuleType(parent_name)
+                parent.__path__ = []  # a package, for the import system
+                sys.modules[parent_name] = parent
+        setattr(parent, leaf, child)
+        child = parent
+    return module
+
+
 def install_azure_names() -> None:
-    """The module names Azure's scripts import, answered by this file unless the real packages are installed."""
-    this = sys.modules[__name__]
-    request_module = types.ModuleType("azureml.contrib.services.aml_request")
-    request_module.AMLRequest, request_module.rawhttp = AMLRequest, rawhttp
-    response_module = types.ModuleType("azureml.contrib.services.aml_response")
-    response_module.AMLResponse = AMLResponse
-    sys.modules["azureml.contrib.services.aml_request"] = request_module
-    sys.modules["azureml.contrib.services.aml_response"] = response_module
+    """The module names Azure's scripts import, answered by this file (the request and response modules always, as
+    Azure's server does; `azureml.core` unless a real SDK is installed)."""
+    for package in ("azureml.contrib.services", "azureml_inference_server_http.api"):
+        _module(f"{package}.aml_request", AMLRequest=AMLRequest, rawhttp=rawhttp)
+        _module(f"{package}.aml_response", AMLResponse=AMLResponse)
     try:
         import azureml.core.model  # noqa: F401 - a real SDK is there: leave it
     except ImportError:
-        model_module = types.ModuleType("azureml.core.model")
-        model_module.Model = Model
-        exceptions = types.ModuleType("azureml.exceptions")
-        exceptions.ModelNotFoundException, exceptions.WebserviceException = ModelNotFoundException, WebserviceException
-        sys.modules["azureml.core.model"] = model_module
-        sys.modules["azureml.exceptions"] = exceptions
-    this.installed = True
+        _module("azureml.exceptions", ModelNotFoundException=ModelNotFoundException,
+                WebserviceException=WebserviceException)
+        _module("azureml.core.model", Model=Model)
+        sys.modules["azureml.core"].Model = Model  # `from azureml.core import Model`
 
 
 # The scoring script ---------------------------------------------------------------------------------------------------
@@ -355,14 +379,27 @@ def _query_values(query: str) -> dict:
 
 
 def _schema_decorated(run) -> bool:
-    try:
-        from inference_schema.schema_util import is_schema_decorated
-    except ImportError:
+    if "inference_schema" not in sys.modules:  # the script did not import it: no decorator of its is there
         return False
+    from inference_schema.schema_util import is_schema_decorated
+
     return bool(is_schema_decorated(run))
 
 
+def _conversion_error(run, error: BaseException) -> bool:
+    """The exception was raised by inference-schema while converting an argument to its declared type, before the
+    script's own run() was entered: the request's fault (a 400), not the script's."""
+    own_code = getattr(inspect.unwrap(run), "__code__", None)
+    package = os.sep + "inference_schema" + os.sep
+    frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)]
+    if any(frame.f_code is own_code for frame in frames):
+        return False
+    return any(package in frame.f_code.co_filename for frame in frames)
+
+
 def swagger(script: Script | None, app_root: str, version: str) -> dict:
+    """The swagger document of `version` (2, 3 or 3.1, with aliases 2.0 and 3.0): the app's own swagger*.json, else
+    Azure's template around the schemas of the decorators (an undecorated run() gets empty objects)."""
     aliases = {"2": "2", "2.0": "2", "3": "3", "3.0": "3", "3.1": "3.1"}
     if version not in aliases:
         raise _HttpError(404, f"Swagger version [{version}] is not valid. Supported versions: [2, 3, 3.1].")
@@ -370,7 +407,7 @@ def swagger(script: Script | None, app_root: str, version: str) -> dict:
     for name in {"2": ("swagger.json", "swagger2.json"), "3": ("swagger3.json",), "3.1": ("swagger3.1.json",)}[wanted]:
         path = os.path.join(app_root, name)
         if os.path.isfile(path):
-            with open(path) as handle:
+            with open(path, encoding="utf-8") as handle:
                 return json.load(handle)
     input_schema = output_schema = {"type": "object", "example": {}}
     if script is not None and script.schema_decorated:
@@ -382,58 +419,80 @@ def swagger(script: Script | None, app_root: str, version: str) -> dict:
             raise _HttpError(404, f"Swagger version [{version}] is not supported for the scoring script. Supported "
                                   f"swagger versions: [{shown}].")
         input_schema, output_schema = get_input_schema(script.run), get_output_schema(script.run)
+    return _swagger_document(wanted, input_schema, output_schema)
+
+
+def _swagger_document(version: str, input_schema: dict, output_schema: dict) -> dict:
+    """azureml-inference-server-http's swagger2_template.json / swagger3_template.json, filled in as it fills them."""
     title = os.environ.get("SERVICE_NAME", "ML service")
     info = {"title": title, "description": f"API specification for the Azure Machine Learning service {title}",
             "version": os.environ.get("SERVICE_VERSION", "1.0")}
+    prefix = os.environ.get("SERVICE_PATH_PREFIX", "").strip("/")
+    prefix = f"/{prefix}" if prefix else ""
+    healthy = "If service is up and running, this response will be returned with the content 'Healthy'"
+    scored = "The service processed the input correctly and provided a result prediction, if applicable."
+    failed = "The service failed to execute due to an error."
+    payload = "The input payload for executing the real-time machine learning service."
+    health_description = "Simple health check endpoint to ensure the service is up at any given point."
     error = {"type": "object", "properties": {"message": {"type": "string"}}}
-    if wanted == "2":
+    if version == "2":
+        default = {"description": failed, "schema": {"$ref": "#/definitions/ErrorResponse"}}
         return {
             "swagger": "2.0", "info": info, "schemes": ["https"], "consumes": ["application/json"],
             "produces": ["application/json"],
             "securityDefinitions": {"Bearer": {"type": "apiKey", "name": "Authorization", "in": "header",
                                                "description": "For example: Bearer abc123"}},
             "paths": {
-                "/": {"get": {"operationId": "ServiceHealthCheck", "description": "Simple health check endpoint to "
-                              "ensure the service is up at any given point.", "responses": {
-                                  "200": {"description": "If service is up and running, this response will be "
-                                          "returned with the content 'Healthy'", "schema": {"type": "string"},
-                                          "examples": {"application/json": "Healthy"}},
-                                  "default": {"description": "The service failed to execute due to an error.",
-                                              "schema": {"$ref": "#/definitions/ErrorResponse"}}}}},
-                "/score": {"post": {"operationId": "RunMLService", "description": "Run web service's model and "
-                                    "get the prediction output", "security": [{"Bearer": []}], "parameters": [{
-                                        "name": "serviceInputPayload", "in": "body",
-                                        "description": "The input payload for executing the real-time machine "
-                                                       "learning service.",
-                                        "schema": {"$ref": "#/definitions/ServiceInput"}}], "responses": {
-                                        "200": {"description": "The service processed the input correctly and "
-                                                "provided a result prediction, if applicable.",
-                                                "schema": {"$ref": "#/definitions/ServiceOutput"}},
-                                        "default": {"description": "The service failed to execute due to an error.",
-                                                    "schema": {"$ref": "#/definitions/ErrorResponse"}}}}},
+                f"{prefix}/": {"get": {
+                    "operationId": "ServiceHealthCheck", "description": health_description,
+                    "responses": {"200": {"description": healthy, "schema": {"type": "string"},
+                                          "examples": {"application/json": "Healthy"}}, "default": default}}},
+                f"{prefix}/score": {"post": {
+                    "operationId": "RunMLService", "description": "Run web service's model and get the prediction "
+                                                                  "output",
+                    "security": [{"Bearer": []}],
+                    "parameters": [{"name": "serviceInputPayload", "in": "body", "description": payload,
+                                    "schema": {"$ref": "#/definitions/ServiceInput"}}],
+                    "responses": {"200": {"description": scored, "schema": {"$ref": "#/definitions/ServiceOutput"}},
+                                  "default": default}}},
+                f"{prefix}/swagger.json": {"get": {
+                    "operationId": "GetSwaggerSpec", "description": "Get the Swagger specification.",
+                    "parameters": [{"name": "version", "in": "query", "required": False, "type": "integer",
+                                    "enum": [2, 3]}],
+                    "responses": {"200": {"description": "The Swagger specification.", "schema": {"type": "string"}},
+                                  "default": default}}},
             },
             "definitions": {"ServiceInput": input_schema, "ServiceOutput": output_schema, "ErrorResponse": error},
         }
-    document = {
-        "openapi": "3.1.0" if wanted == "3.1" else "3.0.3", "info": info, "security": [{"Bearer": []}],
+    default = {"description": failed, "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/ErrorResponse"}}}}
+    return {
+        "openapi": "3.1.0" if version == "3.1" else "3.0.3", "info": info, "security": [{"Bearer": []}],
         "paths": {
-            "/": {"get": {"operationId": "ServiceHealthCheck", "responses": {"200": {
-                "description": "If service is up and running, this response will be returned with the content "
-                               "'Healthy'", "content": {"text/plain": {"schema": {"type": "string"},
-                                                                       "example": "Healthy"}}}}}},
-            "/score": {"post": {"operationId": "RunMLService", "requestBody": {"content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/ServiceInput"}}}}, "responses": {
-                "200": {"description": "The service processed the input correctly and provided a result prediction, "
-                                       "if applicable.", "content": {"application/json": {
-                                           "schema": {"$ref": "#/components/schemas/ServiceOutput"}}}},
-                "default": {"description": "The service failed to execute due to an error.", "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}}}},
+            f"{prefix}/": {"get": {
+                "operationId": "ServiceHealthCheck", "description": health_description,
+                "responses": {"200": {"description": healthy, "content": {"text/plain": {"schema": {
+                    "type": "string", "example": "Healthy"}}}}, "default": default}}},
+            f"{prefix}/score": {"post": {
+                "operationId": "RunMLService", "description": "Run web service's model and get the prediction output",
+                "security": [{"Bearer": []}],
+                "requestBody": {"description": payload, "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/ServiceInput"}}}},
+                "responses": {"200": {"description": scored, "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/ServiceOutput"}}}}, "default": default}}},
+            f"{prefix}/swagger.json": {"get": {
+                "operationId": "GetSwaggerSpec", "description": "Get the Swagger specification.",
+                "parameters": [{"name": "version", "in": "query", "required": False,
+                                "schema": {"type": "integer", "enum": [2, 3]}}],
+                "responses": {"200": {"description": "The Swagger specification.", "content": {"text/plain": {
+                    "schema": {"type": "string"}}}}, "default": default}}},
         },
-        "components": {"securitySchemes": {"Bearer": {"type": "http", "scheme": "bearer"}},
-                       "schemas": {"ServiceInput": input_schema, "ServiceOutput": output_schema,
-                                   "ErrorResponse": error}},
+        "components": {
+            "schemas": {"ServiceInput": input_schema, "ServiceOutput": output_schema, "ErrorResponse": error},
+            "securitySchemes": {"Bearer": {"type": "apiKey", "name": "Authorization", "in": "header",
+                                           "description": "For example: Bearer abc123"}},
+        },
     }
-    return document
 
 
 # The HTTP server ------------------------------------------------------------------------------------------------------
@@ -446,6 +505,14 @@ class State:
     app_root = "/var/azureml-app"
 
 
+class _BadRequest(Exception):
+    """The request itself cannot be read (its framing): answered 400, and the connection closed."""
+
+
+NOT_READY = "The scoring script is still initialising (init() has not returned)."
+GET_PATHS = ("/", "/ready", "/swagger.json")
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "studio-serving/1"
@@ -453,58 +520,122 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         return  # the gateway records every request; the console is for the script's own output
 
+    # Responses
+
     def _send(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
         if status in (204, 304) or 100 <= status < 200:
-            body = b""  # these statuses carry no body
+            body = b""  # these statuses carry no body (Content-Length: 0 all the same: the gateway reads by it)
         self.send_response(status)
         names = {name.lower() for name, _ in headers}
         for name, value in headers:
             self.send_header(name, value)
-        if "content-type" not in names:
+        if "content-type" not in names and body:
             self.send_header("Content-Type", "application/json")
-        request_id = self.headers.get("x-ms-request-id") or self.headers.get("x-request-id") or str(uuid.uuid4())
-        self.send_header("x-ms-request-id", request_id[:100])
+        for name, value in self._request_ids():
+            if name not in names:
+                self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _request_ids(self) -> list[tuple[str, str]]:
+        """Azure's request ids: x-request-id (the client's, else a new one), x-ms-request-id (the client's legacy id,
+        else x-ms-client-request-id, else x-request-id) and x-ms-client-request-id when the client sent one."""
+        request_id = (self.headers.get("x-request-id") or str(uuid.uuid4()))[:100]
+        legacy = (self.headers.get("x-ms-request-id") or "")[:100]
+        client = (self.headers.get("x-ms-client-request-id") or "")[:100]
+        if legacy:
+            client = client or legacy
+        else:
+            legacy = client or request_id
+        ids = [("x-request-id", request_id), ("x-ms-request-id", legacy)]
+        return ids + ([("x-ms-client-request-id", client)] if client else [])
 
     def _error(self, status: int, message: str, failed: bool = False) -> None:
         self._send(status, json.dumps({"message": message}).encode(),
                    [("Content-Type", "application/json"), ("x-ms-run-function-failed", str(failed))])
 
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+    # Requests
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def _body(self) -> bytes:
+        """The whole body, by Content-Length or chunked, so that a kept-alive connection stays in step."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                line = self.rfile.readline(65537)
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise _BadRequest("The chunked request body is malformed.") from None
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunk = self.rfile.read(size)
+                if len(chunk) < size:
+                    raise _BadRequest("The request body ended early.")
+                chunks.append(chunk)
+                self.rfile.readline(65537)  # the CRLF after the chunk
+        raw = self.headers.get("Content-Length")
+        try:
+            length = int(raw) if raw else 0
+        except ValueError:
+            raise _BadRequest(f"Content-Length {raw!r} is not a number.") from None
+        if length < 0:
+            raise _BadRequest(f"Content-Length {raw!r} is not a number.")
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            raise _BadRequest("The request body ended early.")
+        return body
+
+    def _handle(self) -> None:
+        try:
+            body = self._body()
+        except _BadRequest as error:
+            self.close_connection = True
+            return self._error(400, str(error))
         path = urlsplit(self.path).path
+        try:
+            if path == "/score" and self.command in ("GET", "POST", "OPTIONS"):
+                return self._score(body)
+            if path in GET_PATHS and self.command in ("GET", "HEAD"):
+                return self._get(path)
+            if path in GET_PATHS and self.command == "OPTIONS":
+                return self._send(200, b"", [("Allow", "GET, HEAD, OPTIONS"), ("Content-Type", "text/html")])
+            if path in GET_PATHS or path == "/score":
+                return self._error(405, "The method is not allowed for the requested URL.")
+            return self._error(404, "The requested URL was not found on the server. If you entered the URL "
+                                    "manually please check your spelling and try again.")
+        except Exception:  # the server's own fault: told to the console, and a 500 without details to the client
+            traceback.print_exc()
+            sys.stderr.flush()
+            self.close_connection = True
+            return self._error(500, INTERNAL_FAILED)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+
+    def _get(self, path: str) -> None:
         if path == "/":
             return self._send(200, b"Healthy", [("Content-Type", "text/html; charset=utf-8")])
         if path == "/ready":
             if State.ready.is_set():
                 return self._send(200, b"Ready", [("Content-Type", "text/plain")])
-            return self._error(503, "The scoring script is still initialising (init() has not returned).")
-        if path == "/swagger.json":
-            version = dict(parse_qsl(urlsplit(self.path).query)).get("version", "2")
-            try:
-                document = swagger(State.script, State.app_root, version)
-            except _HttpError as error:
-                return self._error(error.status, error.message)
-            return self._send(200, json.dumps(document).encode(), [("Content-Type", "application/json")])
-        if path == "/score":
-            return self._score("GET", b"")
-        return self._error(404, "The requested URL was not found on the server.")
+            return self._error(503, NOT_READY)
+        version = dict(parse_qsl(urlsplit(self.path).query)).get("version", "2")
+        try:
+            document = swagger(State.script, State.app_root, version)
+        except _HttpError as error:
+            return self._error(error.status, error.message)
+        return self._send(200, json.dumps(document).encode(), [("Content-Type", "application/json")])
 
-    def do_POST(self):  # noqa: N802
-        body = self._body()
-        if urlsplit(self.path).path != "/score":
-            return self._error(404 if urlsplit(self.path).path not in ("/", "/swagger.json", "/ready") else 405,
-                               "The method is not allowed for the requested URL.")
-        return self._score("POST", body)
-
-    def _score(self, method: str, body: bytes) -> None:
+    def _score(self, body: bytes) -> None:
+        method = self.command
         if not State.ready.is_set():
-            return self._error(503, "The scoring script is still initialising (init() has not returned).")
+            return self._error(503, NOT_READY)
+        if method == "OPTIONS" and not State.script.raw:  # Azure's answer to a CORS preflight
+            return self._send(200, b"", [("Content-Type", "text/html; charset=utf-8"),
+                                         ("x-ms-run-function-failed", "False")])
         if not State.slots.acquire(blocking=False):
             return self._error(429, "This instance is scoring as many requests as it may at once: try again.")
         try:
@@ -513,12 +644,16 @@ class Handler(BaseHTTPRequestHandler):
                 arguments = State.script.arguments(method, self.path, headers, body)
             except _HttpError as error:
                 return self._error(error.status, error.message)
+            except Exception as error:  # e.g. a multipart body that does not parse
+                return self._error(400, f"The request could not be read: {error}")
             started = time.perf_counter()
             try:
                 result = State.script.call(arguments, headers)
             except _HttpError as error:  # a rawhttp script asked for JSON it was not sent
                 return self._error(error.status, error.message)
-            except Exception:
+            except Exception as error:
+                if State.script.schema_decorated and _conversion_error(State.script.run, error):
+                    return self._error(400, f"The input does not match the schema of run(): {error}")
                 traceback.print_exc()
                 sys.stderr.flush()
                 return self._error(500, SCRIPT_FAILED, failed=True)
@@ -534,17 +669,12 @@ class Handler(BaseHTTPRequestHandler):
                 payload = json.dumps(result if result is not None else {}).encode()
             except (TypeError, ValueError):
                 traceback.print_exc()
+                sys.stderr.flush()
                 return self._error(500, INTERNAL_FAILED)
             return self._send(200, payload, [("Content-Type", "application/json"),
                                              ("x-ms-run-function-failed", "False"), ("x-ms-run-fn-exec-ms", elapsed)])
         finally:
             State.slots.release()
-
-    def do_PUT(self):  # noqa: N802
-        self._body()
-        self._error(405, "The method is not allowed for the requested URL.")
-
-    do_DELETE = do_PATCH = do_PUT
 
 
 class Server(ThreadingHTTPServer):
@@ -564,7 +694,7 @@ def main() -> int:
     sys.path.append(State.app_root)
     install_azure_names()
     server = Server((args.host, args.port), Handler)  # liveness answers while init() runs
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True).start()
     entry = os.environ.get("AZUREML_ENTRY_SCRIPT", "score.py")
     print(f"studio-serving: loading {entry} and running init()", flush=True)
     started = time.perf_counter()
@@ -573,7 +703,8 @@ def main() -> int:
         State.script.init()
     except BaseException:
         traceback.print_exc()
-        print("studio-serving: init() failed: the instance stops.", file=sys.stderr, flush=True)
+        print("studio-serving: loading the scoring script or its init() failed: the instance stops.", file=sys.stderr,
+              flush=True)
         server.shutdown()
         return 3
     State.ready.set()

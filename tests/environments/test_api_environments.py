@@ -53,7 +53,7 @@ def test_it_lists_the_latest_version_of_each_environment_then_the_curated_ones(c
     assert response.status_code == 200
     listed = [(env["name"], env["version"], env["curated"]) for env in response.json()]
     assert listed == [("Alpha", 1, False), ("torch-env", 2, False),
-                      ("Studio-minimal-python", 1, True), ("Studio-sklearn", 2, True)]
+                      ("Studio-minimal-python", 1, True), ("Studio-sklearn", 3, True)]
     torch = response.json()[1]
     assert torch["python_packages"] == "torch==2.1" and torch["kind"] == "system" and torch["created_by"] == "carol"
     assert torch["image"] is None  # nothing asked for its image yet
@@ -90,9 +90,13 @@ def test_it_lists_the_versions_of_a_curated_environment(client, cast, workspace)
     response = get(client, cast["bob"], "/environments/Studio-sklearn")
     assert response.status_code == 200
     versions = response.json()
-    assert [v["version"] for v in versions] == [2, 1]  # version 2 added matplotlib; version 1 stays for its runs
+    # version 2 added matplotlib, version 3 inference-schema (for scoring scripts); older versions stay for their runs
+    assert [v["version"] for v in versions] == [3, 2, 1]
     assert all(v["curated"] is True and v["kind"] == "curated" for v in versions)
-    assert "matplotlib" in versions[0]["python_packages"] and "matplotlib" not in versions[1]["python_packages"]
+    assert "inference-schema==1.8" in versions[0]["python_packages"].splitlines()
+    assert "inference-schema" not in versions[1]["python_packages"]
+    assert versions[0]["python_packages"].splitlines()[:-1] == versions[1]["python_packages"].splitlines()
+    assert "matplotlib" in versions[1]["python_packages"] and "matplotlib" not in versions[2]["python_packages"]
 
 
 def test_it_gets_one_version(client, cast, workspace):
