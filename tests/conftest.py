@@ -176,6 +176,9 @@ def e2e_env(studio_services, django_db_setup, django_db_blocker):
     env["STUDIO_SECRET_KEY"] = django_settings.SECRET_KEY  # sessions made by the tests are valid in the servers
     env["STUDIO_BUILD_DEFAULT_BASE_IMAGE"] = TEST_BASE_IMAGE
     env["STUDIO_BUILD_CA_BUNDLE"] = TEST_CA_BUNDLE
+    gateway_port = services.free_port()  # every process agrees on where scoring goes (the Test tab, the pages)
+    env["STUDIO_GATEWAY_PORT"] = str(gateway_port)
+    env["STUDIO_GATEWAY_URL"] = f"http://127.0.0.1:{gateway_port}"
     return env
 
 
@@ -186,6 +189,22 @@ def worker(e2e_env, studio_services, web):
 
     get_redis().delete("local", "studio")  # messages queued by earlier unit tests are not for this worker
     service = services.start_worker({**e2e_env, "STUDIO_PUBLIC_URL": web}, studio_services["base"])
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(e2e_env, studio_services):
+    """The scoring gateway (endpoints/gateway.py) against the test database, where e2e_env says it listens."""
+    service, url = services.start_gateway(e2e_env, studio_services["base"])
+    yield url
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def controller(e2e_env, studio_services):
+    """The endpoints' controller (`manage.py serve_endpoints`) against the test database."""
+    service = services.start_controller(e2e_env, studio_services["base"])
     yield service
     service.stop()
 
@@ -207,7 +226,8 @@ def sklearn_environment(db):
     from django.apps import apps
 
     for module in ("environments.migrations.0002_curated_environments",
-                   "environments.migrations.0003_curated_sklearn_with_matplotlib"):
+                   "environments.migrations.0003_curated_sklearn_with_matplotlib",
+                   "environments.migrations.0004_curated_sklearn_serving"):
         importlib.import_module(module).seed(apps, None)
     return "Studio-sklearn"
 

@@ -52,9 +52,18 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
 class Service:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path):
         self.name = name
+        self.argv, self.env = argv, env
         self.log_path = log_dir / f"{name}.log"
         self.process = subprocess.Popen(
             argv, env=env, cwd=ROOT, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def restart(self) -> None:
+        """Stop it and start it again, as a supervisor would (its log goes on in the same file)."""
+        self.stop()
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, cwd=ROOT, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log(self) -> str:
@@ -143,7 +152,7 @@ def start_web(env: dict[str, str], log_dir: Path, host: str = "127.0.0.1") -> tu
 
 def start_gateway(env: dict[str, str], log_dir: Path) -> tuple[Service, str]:
     """The scoring gateway (endpoints/gateway.py) on a free port, as `studioctl.py start` runs it."""
-    port = free_port()
+    port = int(env.get("STUDIO_GATEWAY_PORT") or free_port())
     service = Service("gateway", [sys.executable, "-m", "endpoints.gateway", "--port", str(port)], env, log_dir)
 
     def answers():

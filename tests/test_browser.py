@@ -1,5 +1,5 @@
 """The flow a person uses most, in a real browser: sign in, submit the example, watch it live, see its model, register
-it, and find it on the Models page with its lineage.
+it, find it on the Models page with its lineage, deploy it with the example's scoring script and call it.
 
 Drives Debian's headless Chromium through playwright against the real ASGI server (`web`) and a real Celery
 worker (`worker`), both sharing the test database and Redis. Skipped, with the reason, when Chromium is not
@@ -30,7 +30,7 @@ PAGE_STATE = """() => {
 
 
 def test_a_contributor_submits_the_example_and_watches_it_live_until_its_model_is_stored(
-    cast, workspace, sklearn_environment, worker, web, browser, tmp_path, monkeypatch
+    cast, workspace, sklearn_environment, worker, web, gateway, controller, browser, tmp_path, monkeypatch
 ):
     from playwright.sync_api import expect
 
@@ -94,12 +94,44 @@ def test_a_contributor_submits_the_example_and_watches_it_live_until_its_model_i
         expect(lineage).to_contain_text(f"#{run.pk}")
         expect(lineage).to_contain_text("final_accuracy")
         page.screenshot(path=str(tmp_path / "model-version.png"), full_page=True)
+
+        # Deploy it with the example's scoring script, watch it become Healthy, then call it from the Test tab.
+        page.click("a.button:has-text('Deploy')")
+        expect(page.locator("#id_new_endpoint")).to_have_value("digits-classifier")
+        page.set_input_files("#id_script", str(EXAMPLE.with_name("score.py")))
+        page.select_option("#id_environment", label=_latest_sklearn_label(page))
+        page.click("button[type=submit]:has-text('Deploy')")
+        page.wait_for_url("**/endpoints/digits-classifier/")
+        expect(page.locator("#deployments")).to_contain_text("Healthy", timeout=240_000)  # the run's venv: cached
+        expect(page.locator("#keys")).not_to_contain_text("Primary key")
+        page.click("button:has-text('Show keys')")
+        expect(page.locator("#keys")).to_contain_text("Primary key")
+        page.reload()  # the Test tab's sample comes from swagger.json, which needs the instance up
+        expect(page.locator("#test-body")).not_to_have_value("", timeout=20_000)
+        page.click("#test-form button:has-text('Send')")
+        result = page.locator("#test-result")
+        expect(result).to_contain_text("200")
+        expect(result).to_contain_text('"predictions"')
+        expect(result).to_contain_text("from blue")
+        expect(page.locator("#recent-requests")).to_contain_text("200", timeout=15_000)
+        expect(page.locator("#console-section")).to_contain_text("loaded", timeout=15_000)
+        expect(page.locator("#chart-latency .main-svg").first).to_be_visible()
+        page.screenshot(path=str(tmp_path / "endpoint.png"), full_page=True)
     except Exception:
         page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        if "/endpoints/" in page.url:  # what the endpoint went through, and what its controller said
+            print(page.locator("#history").text_content() if page.locator("#history").count() else "")
+            print(controller.log())
         raise
     finally:
         print(f"screenshots in {tmp_path}")
         context.close()
+
+
+def _latest_sklearn_label(page) -> str:
+    labels = page.locator("#id_environment option").all_text_contents()
+    return max((label for label in labels if label.startswith("Studio-sklearn:")),
+               key=lambda label: int(label.split(":")[1].split()[0]))
 
 
 def _line_shown_while_running(page, run, timeout: float = 30) -> bool:

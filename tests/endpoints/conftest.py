@@ -8,11 +8,8 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
-
 from endpoints.models import Deployment, DeploymentState
 from models_registry import registry
-from tests import services
 from tests.models_registry.conftest import completed_run_with_outputs
 
 IDENTITY = """\
@@ -26,20 +23,6 @@ def init():
 def run(raw_data):
     return {"echo": json.loads(raw_data), "by": prefix}
 """
-
-
-@pytest.fixture(scope="session")
-def gateway(e2e_env, studio_services):
-    service, url = services.start_gateway(e2e_env, studio_services["base"])
-    yield url
-    service.stop()
-
-
-@pytest.fixture(scope="session")
-def controller(e2e_env, studio_services):
-    service = services.start_controller(e2e_env, studio_services["base"])
-    yield service
-    service.stop()
 
 
 def register_files(workspace, user, name: str, files: dict[str, bytes]):
