@@ -269,8 +269,10 @@ def start(args: argparse.Namespace) -> None:
             if supervisord.poll() is not None:
                 sys.exit(f"supervisord exited ({supervisord.returncode}); see {data_dir / 'logs'}")
             time.sleep(0.1)
+        gateway = env.get("STUDIO_GATEWAY_PORT") or str(args.port + 1)
         say(f"Studio is running at {url}/  (ready in {time.monotonic() - started:.1f} s; Ctrl-C stops it; "
-            f"logs in {data_dir / 'logs'})")
+            f"logs in {data_dir / 'logs'}); endpoints score at http://{url.split('://')[1].rsplit(':', 1)[0]}:"
+            f"{gateway}/endpoints/<workspace>/<endpoint>/score")
         supervisord.wait()
         say("supervisord ended unexpectedly")
     except KeyboardInterrupt:
