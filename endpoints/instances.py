@@ -66,7 +66,9 @@ def instance_environment(deployment: Deployment, app_root: str) -> dict[str, str
                  else f"{app_root}/azureml-models")
     return {
         "AML_APP_ROOT": app_root, "AZUREML_ENTRY_SCRIPT": "score.py", "AZUREML_MODEL_DIR": model_dir,
-        "STUDIO_MAX_CONCURRENT": str(deployment.max_concurrent_requests), "PYTHONUNBUFFERED": "1",
+        "STUDIO_MAX_CONCURRENT": str(deployment.max_concurrent_requests + 2),  # the gateway enforces the limit;
+        # the server's, a little higher, is a backstop that never answers 429 to a request the gateway let through
+        "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1", "SERVICE_NAME": deployment.endpoint.name, "LANG": "C.UTF-8",
     }
 
@@ -160,7 +162,9 @@ class DockerInstances:
                     container.put_archive("/", archive)
                 container.start()
                 container.reload()
-            except docker.errors.DockerException as error:
+            except (docker.errors.DockerException, OSError) as error:  # OSError: a model file could not be read
+                with contextlib.suppress(docker.errors.DockerException):  # created, not started: not left behind
+                    client.containers.get(name).remove(force=True)
                 raise InstanceError(f"Could not start the container: {error}") from None
             binding = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{PORT}/tcp") or []
             port = int(binding[0]["HostPort"]) if binding else None
@@ -198,14 +202,34 @@ class DockerInstances:
         with contextlib.suppress(docker.errors.NotFound), self._client(timeout=60) as client:
             client.containers.get(instance.handle).remove(force=True)
 
-    def follow(self, instance: Instance):
-        """The container's console from its first byte, following it: (stdout, stderr) pieces."""
+    def sweep(self, existing) -> int:
+        """Remove this installation's serving containers whose deployment is gone (the database lost it, or it was
+        deleted behind the controller's back); `existing(ids)` answers which of these deployment ids exist."""
+        mine = {"label": ["studio.deployment", f"studio.instance={settings.STUDIO_INSTANCE_ID}"]}
+        with self._client(timeout=60) as client:
+            found: dict[int, list[str]] = {}
+            for container in client.api.containers(all=True, filters=mine):
+                value = (container.get("Labels") or {}).get("studio.deployment", "")
+                if value.isdigit():
+                    found.setdefault(int(value), []).append(container["Id"])
+            gone = set(found) - set(existing(set(found)))
+            for pk in gone:
+                for container_id in found[pk]:
+                    with contextlib.suppress(docker.errors.NotFound):
+                        client.api.remove_container(container_id, force=True)
+        return sum(len(found[pk]) for pk in gone)
+
+    def follow(self, instance: Instance, since: float | None = None):
+        """The container's console from its first byte (or what it printed after `since`, a UNIX time), following
+        it: (stdout, stderr) pieces."""
         from runs.compute.docker import _log_frames
 
         client = self._client(timeout=30 * 24 * 3600)
         api = client.api
-        response = api._get(api._url("/containers/{0}/logs", instance.handle),
-                            params={"stdout": 1, "stderr": 1, "follow": 1}, stream=True)
+        params = {"stdout": 1, "stderr": 1, "follow": 1}
+        if since is not None:
+            params["since"] = f"{since:.9f}"
+        response = api._get(api._url("/containers/{0}/logs", instance.handle), params=params, stream=True)
         api._raise_for_status(response)
         return client, _log_frames(response)
 

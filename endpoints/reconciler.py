@@ -25,11 +25,12 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from endpoints import routing
-from endpoints.instances import InstanceError, LocalInstances, driver_for, ready
+from endpoints.instances import DockerInstances, InstanceError, LocalInstances, driver_for, ready
 from endpoints.models import Deployment, DeploymentEvent, DeploymentState, Endpoint, Instance
 from environments import builds
 from environments.models import BuildStatus
 from studio.console import ConsoleSink, LineSplitter, LogFollower
+from studio.models import ComputeTarget
 from studio.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ TICK_SECONDS = 1.0
 START_FAILURES = 3  # an instance that never got ready this many times fails its deployment
 BACKOFF_SECONDS = (1, 2, 4, 8, 16, 30)
 LOG_TAIL = 60
+# A replaced instance serves its last requests for the request timeout and this long: more than the gateway's periodic
+# reload (3 s), so a gateway that missed the change notice still never routes to a removed instance.
+DRAIN_MARGIN_SECONDS = 4
+FILE_TIME_MARGIN = 0.02  # seconds: see _follow
+SWEEP_SECONDS = 30  # how often containers of deployments the database no longer has are looked for
 
 
 def wake() -> None:
@@ -46,6 +52,10 @@ def wake() -> None:
         get_redis().publish(WAKE_CHANNEL, "wake")
     except redis.RedisError:
         logger.warning("Could not wake the endpoints controller; it looks again within a second", exc_info=True)
+
+
+def _drain_time(deployment: Deployment) -> timedelta:
+    return timedelta(seconds=deployment.request_timeout_ms / 1000 + DRAIN_MARGIN_SECONDS)
 
 
 def console_path(instance: Instance) -> Path:
@@ -57,6 +67,7 @@ class Reconciler:
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prepare")
         self.preparing: dict[tuple[int, int], Future] = {}
         self.followers: dict[int, threading.Thread] = {}
+        self.swept_at = float("-inf")
 
     # The loop ----------------------------------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -93,27 +104,46 @@ class Reconciler:
                 self._say(deployment, DeploymentState.UNHEALTHY, f"The controller hit an error: {error}")
         if changed:
             routing.notify()
+        self.followers = {pk: thread for pk, thread in self.followers.items() if thread.is_alive()}
+        if time.monotonic() - self.swept_at >= SWEEP_SECONDS:
+            self.swept_at = time.monotonic()
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Remove the containers of deployments that no longer exist, on every Docker target."""
+        def existing(ids):
+            return Deployment.objects.filter(pk__in=ids).values_list("pk", flat=True)
+
+        for target in ComputeTarget.objects.filter(kind="docker"):
+            try:
+                removed = DockerInstances(target).sweep(existing)
+            except Exception:  # the engine is away: next time
+                logger.info("Serving containers on %s not swept", target, exc_info=True)
+                continue
+            if removed:
+                logger.warning("Removed %s container(s) of deleted deployments on %s", removed, target)
 
     # One deployment ----------------------------------------------------------------------------------------------
     def reconcile(self, deployment: Deployment) -> bool:
+        driver = driver_for(deployment.compute_target)
+        instances = list(deployment.instances.all())
+        changed = self.watch_previous(deployment, driver, instances)
         if deployment.state == DeploymentState.FAILED and deployment.failed_revision == deployment.revision:
-            return self._drain(deployment)
+            return self._drain(deployment) or changed
         prepared = self.prepare(deployment)
         if prepared is None:
-            return False
+            return changed
         failure, image = prepared
         if failure:
             self._fail(deployment, failure)
-            return self._drain(deployment)
-        driver = driver_for(deployment.compute_target)
-        changed = False
-        instances = list(deployment.instances.all())
+            return self._drain(deployment) or changed
         current = {i.index: i for i in instances if i.revision == deployment.revision}
         for index in range(deployment.instance_count):
             if index not in current:
                 current[index] = self.start(deployment, driver, index, image)
         for instance in current.values():
             changed |= self.check(deployment, driver, instance, image)
+            self.keep_following(instance, driver)
             if deployment.state == DeploymentState.FAILED:
                 return True
         for index, instance in list(current.items()):
@@ -126,12 +156,13 @@ class Reconciler:
             previous = deployment.live_revision
             Deployment.objects.filter(pk=deployment.pk).update(live_revision=deployment.revision)
             deployment.live_revision = deployment.revision
-            drain_until = timezone.now() + timedelta(seconds=deployment.request_timeout_ms / 1000 + 2)
+            drain_until = timezone.now() + _drain_time(deployment)
             Instance.objects.filter(deployment=deployment).exclude(revision=deployment.revision).update(
                 state=Instance.State.DRAINING, drain_until=drain_until)
             DeploymentEvent.objects.create(endpoint=deployment.endpoint, deployment=deployment.name,
                                            text=f"Revision {deployment.revision} is live"
                                                 + (f" (replacing revision {previous})" if previous else "") + ".")
+            routing.notify()  # at once, not after the other deployments: it is Healthy in a moment
             changed = True
         live_ready = ready_count if deployment.live_revision == deployment.revision else 0
         if live_ready >= deployment.instance_count:
@@ -147,6 +178,27 @@ class Reconciler:
                       f"{ready_count} of {deployment.instance_count} instances ready (running init()).")
         return self._drain(deployment) or changed
 
+    def watch_previous(self, deployment: Deployment, driver, instances: list[Instance]) -> bool:
+        """The instances of earlier revisions still serving (the live one while a new revision starts or after it
+        failed) are checked too: one that died is taken out of the traffic. It is not started again (its revision's
+        script and models are no longer the deployment's); the new revision replaces it."""
+        changed = False
+        for instance in instances:
+            if instance.revision == deployment.revision or instance.state != Instance.State.READY:
+                continue
+            status, code = driver.status(instance)
+            if status == "running":
+                self.keep_following(instance, driver)
+                continue
+            instance.state, instance.last_error = Instance.State.DEAD, driver.logs(instance, LOG_TAIL)[-20000:]
+            instance.save(update_fields=["state", "last_error"])
+            DeploymentEvent.objects.create(
+                endpoint=deployment.endpoint, deployment=deployment.name,
+                text=f"Instance {instance.index} of revision {instance.revision} stopped (exit code {code}); revision "
+                     f"{deployment.revision} replaces it.")
+            changed = True
+        return changed
+
     def prepare(self, deployment: Deployment):
         """(failure or "", image) once the environment is ready, None while it is being made."""
         environment = deployment.environment
@@ -158,7 +210,7 @@ class Reconciler:
             future = self.preparing.get(key)
             if future is None:
                 self.preparing[key] = self.pool.submit(LocalInstances(deployment.compute_target).python, deployment)
-                self._say(deployment, DeploymentState.BUILDING, "Making the environment's virtualenv.")
+                self._say(deployment, self._waiting(deployment), "Making the environment's virtualenv.")
                 return None
             if not future.done():
                 return None
@@ -173,7 +225,7 @@ class Reconciler:
             return f"The environment's image failed to build: {detail}", None
         if key not in self.preparing or self.preparing[key].done():
             self.preparing[key] = self.pool.submit(_build, image.pk)
-        self._say(deployment, DeploymentState.BUILDING, f"Building the environment's image ({image.name}).")
+        self._say(deployment, self._waiting(deployment), f"Building the environment's image ({image.name}).")
         return None
 
     def start(self, deployment: Deployment, driver, index: int, image) -> Instance:
@@ -244,11 +296,11 @@ class Reconciler:
         driver = driver_for(deployment.compute_target)
         now = timezone.now()
         for instance in deployment.instances.exclude(revision=deployment.revision):
-            if instance.revision == deployment.live_revision and deployment.state != DeploymentState.FAILED:
-                continue  # still serving: the new revision is not live yet
+            if instance.revision == deployment.live_revision:
+                continue  # still serving: the new revision is not live yet (or it failed)
             if instance.state != Instance.State.DRAINING:
                 instance.state = Instance.State.DRAINING
-                instance.drain_until = now + timedelta(seconds=deployment.request_timeout_ms / 1000 + 2)
+                instance.drain_until = now + _drain_time(deployment)
                 instance.save(update_fields=["state", "drain_until"])
                 changed = True
             elif instance.drain_until is None or now >= instance.drain_until:
@@ -258,17 +310,25 @@ class Reconciler:
         return changed
 
     def _fail(self, deployment: Deployment, reason: str) -> None:
+        event = f"Revision {deployment.revision} failed: {reason.splitlines()[0]}"
+        if deployment.live_revision and deployment.live_revision != deployment.revision:
+            serving = f"revision {deployment.live_revision} still serves"
+            reason, event = f"Revision {deployment.revision} failed ({serving}). {reason}", f"{event} ({serving})"
         with transaction.atomic():
             Deployment.objects.filter(pk=deployment.pk).update(
                 state=DeploymentState.FAILED, reason=reason[-20000:], failed_revision=deployment.revision)
             DeploymentEvent.objects.create(endpoint=deployment.endpoint, deployment=deployment.name,
-                                           text=f"Revision {deployment.revision} failed: {reason.splitlines()[0]}"[:2000])
+                                           text=event[:2000])
         deployment.state, deployment.reason, deployment.failed_revision = (
             DeploymentState.FAILED, reason, deployment.revision)
         driver = driver_for(deployment.compute_target)
         for instance in deployment.instances.filter(revision=deployment.revision):
             driver.remove(instance)
             instance.delete()
+
+    @staticmethod
+    def _waiting(deployment: Deployment) -> str:
+        return DeploymentState.UPDATING if deployment.live_revision else DeploymentState.BUILDING
 
     @staticmethod
     def _say(deployment: Deployment, state: str, reason: str) -> None:
@@ -300,16 +360,28 @@ class Reconciler:
         return True
 
     # Consoles ----------------------------------------------------------------------------------------------------
-    def follow(self, instance: Instance, driver) -> None:
+    def follow(self, instance: Instance, driver, *, resume: bool = False) -> None:
+        """Follow the console of an instance just started (from its first byte), or with `resume` of one started
+        before this controller was (from where its console file ends)."""
         if instance.state == Instance.State.DEAD and not instance.port:
             return
         thread = threading.Thread(target=self._follow, args=(instance.pk, instance.handle, instance.stream_key,
-                                                              driver), name=f"console-{instance.pk}", daemon=True)
+                                                              driver, resume), name=f"console-{instance.pk}",
+                                  daemon=True)
         self.followers[instance.pk] = thread
         thread.start()
 
+    def keep_following(self, instance: Instance, driver) -> None:
+        """A serving instance whose console nobody follows (this controller was restarted, or the engine dropped
+        the stream) is followed again."""
+        if instance.state not in (Instance.State.STARTING, Instance.State.READY) or not instance.port:
+            return
+        thread = self.followers.get(instance.pk)
+        if thread is None or not thread.is_alive():
+            self.follow(instance, driver, resume=True)
+
     @staticmethod
-    def _follow(instance_pk: int, handle: str, stream_key: str, driver) -> None:
+    def _follow(instance_pk: int, handle: str, stream_key: str, driver, resume: bool = False) -> None:
         instance = Instance(pk=instance_pk, handle=handle)
         path = console_path(instance)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,12 +390,17 @@ class Reconciler:
                 source = Instance.objects.filter(pk=instance_pk).first()
                 if source is None:
                     return
-                follower = LogFollower(stream_key, driver.log_path(source), None, 0, None)
+                log = driver.log_path(source)
+                offset = log.stat().st_size if resume and log.exists() else 0
+                follower = LogFollower(stream_key, log, None, offset, None)
                 while Instance.objects.filter(pk=instance_pk, handle=handle).exists():
                     time.sleep(1)
                 follower.stop()
                 return
-            client, frames = driver.follow(instance)
+            # File times come from the kernel's coarse clock (a few ms behind): without the margin, the last line
+            # written (stamped by the engine just before) would come again.
+            since = path.stat().st_mtime + FILE_TIME_MARGIN if resume and path.exists() else None
+            client, frames = driver.follow(instance, since=since)
             sink = ConsoleSink(stream_key, path)
             splitters = {"out": LineSplitter("out", sink), "err": LineSplitter("err", sink)}
             try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from endpoints.models import Deployment, Endpoint, Instance
+from endpoints.models import Deployment, DeploymentState, Endpoint, Instance
 from studio.crypto import decrypt
 from studio.redis_client import get_redis
 
@@ -51,7 +51,7 @@ def build_table() -> dict[tuple[str, str], EndpointRoute]:
     table: dict[tuple[str, str], EndpointRoute] = {}
     endpoints = list(Endpoint.objects.filter(deleting=False).select_related("workspace"))
     deployments: dict[int, list[Deployment]] = {}
-    for deployment in Deployment.objects.filter(endpoint__in=endpoints):
+    for deployment in Deployment.objects.filter(endpoint__in=endpoints).exclude(state=DeploymentState.DELETING):
         deployments.setdefault(deployment.endpoint_id, []).append(deployment)
     ready: dict[int, list[tuple[str, int, str]]] = {}
     live = Instance.objects.filter(deployment__endpoint__in=endpoints, state=Instance.State.READY,

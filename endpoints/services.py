@@ -77,6 +77,7 @@ def create_endpoint(workspace, user, name: str, description: str = "", capture_p
             _event(endpoint, user, "Endpoint created.")
     except IntegrityError:
         raise EndpointError(f"This workspace already has an endpoint named {name}.", status=409) from None
+    routing.notify()  # the gateway knows it at once (its keys, even before a deployment: 503, not 404)
     return endpoint
 
 

@@ -35,3 +35,39 @@ def test_a_local_deployment_scores_with_its_key_and_only_with_it(workspace, alic
     wait_until(lambda: call(url, {"x": 1}, key=keys["primary"])[0] == 401, 5, "the old key to fail")
     wait_until(lambda: RequestRecord.objects.filter(endpoint=endpoint, status=200).count() >= 2, 10,
                "the requests to be recorded")
+
+
+SLEEPY = """\
+import json, time
+
+def init():
+    pass
+
+def run(raw_data):
+    time.sleep(json.loads(raw_data)["sleep"])
+    return "slept"
+"""
+
+
+def test_the_gateway_answers_429_past_the_concurrency_limit_and_504_past_the_timeout(workspace, alice, gateway,
+                                                                                   controller):
+    from concurrent.futures import ThreadPoolExecutor
+
+    version = register_files(workspace, alice, "sleepy", {"prefix.txt": b"-"})
+    endpoint = endpoint_services.create_endpoint(workspace, alice, "sleepy")
+    deployment = endpoint_services.create_deployment(
+        endpoint, alice, "blue", model=f"sleepy:{version.version}", script=("score.py", SLEEPY.encode()),
+        compute_target=workspace.compute_targets.get(name="local"), max_concurrent_requests=1,
+        request_timeout_ms=1500)
+    wait_state(deployment, DeploymentState.HEALTHY, timeout=60)
+    key = endpoint_services.keys(endpoint)["primary"]
+    url = scoring_url(gateway, endpoint)
+    wait_until(lambda: call(url, {"sleep": 0}, key=key)[0] == 200, 10, "the gateway to route")
+    with ThreadPoolExecutor(3) as pool:
+        statuses = sorted(f.result()[0] for f in [pool.submit(call, url, {"sleep": 0.8}, key=key) for _ in range(3)])
+    assert statuses == [200, 429, 429]
+    status, _, body = call(url, {"sleep": 3}, key=key)
+    assert status == 504 and json.loads(body)["message"] == "Deployment blue did not answer within 1.5 s."
+    wait_until(lambda: call(url, {"sleep": 0}, key=key)[0] == 200, 10, "the instance to be free again")
+    wait_until(lambda: RequestRecord.objects.filter(endpoint=endpoint, status__in=(429, 504)).count() == 3, 10,
+               "the refusals to be recorded")
