@@ -298,7 +298,7 @@ class LocalInstances:
         python = self.python(deployment)
         port = _free_port()
         argv = sandbox.wrap([python, str(folder / "studio_serving.py"), "--host", "127.0.0.1", "--port", str(port)],
-                            workdir=folder, python=python, info_fd=None)
+                            workdir=folder, python=python, info_fd=None, die_with_parent=False)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(folder), **instance_environment(deployment, str(app))}
         # a user id of its own, below the runs' (STUDIO_RUN_UID_BASE - deployment id; runs have base + run id)
         identity = {"user": uid, "group": gid, "extra_groups": []} if uid is not None else {}

@@ -170,15 +170,17 @@ def _runs_as(python: str, uid: int | None) -> bool:
         return False
 
 
-def wrap(argv: list[str], *, workdir: Path, python: str, info_fd: str | None = "{info_fd}") -> list[str]:
-    """The argv that runs `argv` in the sandbox (unchanged in the other modes)."""
+def wrap(argv: list[str], *, workdir: Path, python: str, info_fd: str | None = "{info_fd}",
+         die_with_parent: bool = True) -> list[str]:
+    """The argv that runs `argv` in the sandbox (unchanged in the other modes). `die_with_parent=False` for what must
+    outlive the process starting it (an endpoint's instance outlives a restarted controller)."""
     current = isolation()
     if current.mode != "sandbox":
         return argv
     hidden = [Path(settings.DATA_DIR), Path(settings.BASE_DIR), Path(settings.STUDIO_WORK_DIR), Path.home(),
               Path("/tmp"), Path("/run"), Path("/var/run"), Path("/root")]
     wrapped = [current.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-               "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
+               "--unshare-pid", "--unshare-ipc", "--unshare-uts", *(["--die-with-parent"] if die_with_parent else [])]
     if info_fd is not None:
         wrapped += ["--info-fd", info_fd]
     for path in _outermost(hidden):
