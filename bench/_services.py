@@ -1,7 +1,8 @@
 """Shared setup for the benchmarks: a throwaway studio (Redis, migrated SQLite, Celery worker, uvicorn) and
-signed-in HTTP clients; its Docker variant (`DockerStack`); an in-process Django on a throwaway database with bulk
-runs (`django_in_process`, `bench_experiment`, `bulk_runs`); and the pieces of the benches' command lines and
-timing loops that they share.
+signed-in HTTP clients; its Docker variant (`DockerStack`); its endpoints variant (`EndpointStack`: the scoring
+gateway and the endpoints' controller); an in-process Django on a throwaway database with bulk runs
+(`django_in_process`, `bench_experiment`, `bulk_runs`); and the pieces of the benches' command lines and timing loops
+that they share.
 
 `Stack` is a context manager: whatever happens inside (an exception, Ctrl-C, SIGTERM), every process it started
 is stopped on the way out, and the temporary folder removed (kept with `keep=True`, or after a failure so its
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import math
 import os
@@ -178,6 +180,7 @@ class Stack:
         self.url = ""
         self.user = None
         self.workspace = None
+        self.env: dict[str, str] = {}  # the services' environment
 
     def __enter__(self) -> Stack:
         signal.signal(signal.SIGTERM, _raise_on_sigterm)
@@ -204,6 +207,7 @@ class Stack:
         database_url = f"sqlite:///{self.base / 'bench.sqlite3'}"
         env = services.service_env(database_url=database_url, redis_url=redis_url, data_dir=data_dir)
         env.update(self.extra_env())
+        self.env = env
         os.environ.update(self.extra_env())  # read by this process's settings at django.setup()
         migrate(env)
         setup_django(env)
@@ -213,7 +217,11 @@ class Stack:
         if self.worker:
             worker = services.start_worker(env, self.base, queues=self.queues, concurrency=self.concurrency)
             self.services.append(worker)
+        self._start_more()
         print(f"# services: redis {redis_url}, web {self.url}{self._describe()}", flush=True)
+
+    def _start_more(self) -> None:
+        """Services a variant adds after the web server and the worker (none here)."""
 
     def _populate(self) -> None:
         """The bench user and workspace, through the ORM."""
@@ -284,7 +292,7 @@ class Stack:
             created_by=self.user,
             snapshot=snapshot,
             entry_script="bench.py",
-            compute_target=self.workspace.compute_targets.get(),
+            compute_target=self.workspace.compute_targets.get(name="local"),
             status=RunStatus.QUEUED,
         )
         steps = [
@@ -571,3 +579,190 @@ def bulk_runs(experiment, snapshot, count: int) -> None:
         ),
         batch_size=5000,
     )  # fmt: skip
+
+
+# The endpoints variant -----------------------------------------------------------------------------------------------
+IDENTITY_SCRIPT = """\
+import json
+
+
+def init():
+    pass
+
+
+def run(raw_data):
+    return json.loads(raw_data)
+"""
+
+
+def docker_problem() -> str:
+    """"" when a Docker engine answers and holds the base image, else why the Docker side of a bench is left out."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+    except Exception as error:  # no engine, whatever the reason: say it
+        return f"no Docker engine answers ({type(error).__name__}: {error})"
+    try:
+        client.ping()
+    except Exception as error:
+        return f"no Docker engine answers ({type(error).__name__}: {error})"
+    try:
+        client.images.get(BASE_IMAGE)
+    except Exception:
+        return f"the base image {BASE_IMAGE} is missing (.ci/run makes it with debootstrap)"
+    finally:
+        client.close()
+    return ""
+
+
+class EndpointStack(Stack):
+    """The bench studio with the endpoints' processes as `studioctl.py start` runs them: the scoring gateway
+    (`python -m endpoints.gateway`, `gateway_url`) and the controller (`manage.py serve_endpoints`); no Celery worker
+    unless asked (deployments need none). With `docker=True` also a Docker target (`docker_target`) on this machine's
+    engine, and every process gets the build settings of `DockerStack`.
+
+    On the way out the controller stops first, then every instance it made is removed the way the controller removes
+    one (a local instance's process group, a container), then the other services stop; as a safety net, containers
+    labelled with this studio's instance id and processes running from its work dir are removed too, and last the
+    images built for the bench (`images`).
+    """
+
+    def __init__(self, *, docker: bool = False, **kwargs):
+        kwargs.setdefault("worker", False)
+        super().__init__(**kwargs)
+        self.docker = docker
+        self.gateway_url = ""
+        self.local_target = None
+        self.docker_target = None
+        self.nonce = secrets.token_hex(4)  # makes this invocation's environment definitions (and images) its own
+        self.images: list[str] = []  # images built for the bench (`DockerStack.build_environment`), removed on exit
+
+    def extra_env(self) -> dict[str, str]:
+        if not self.docker:
+            return {}
+        return {"STUDIO_BUILD_DEFAULT_BASE_IMAGE": BASE_IMAGE, "STUDIO_BUILD_CA_BUNDLE": CA_BUNDLE}
+
+    def _populate(self) -> None:
+        from studio.models import ComputeTarget
+
+        super()._populate()
+        self.local_target = self.workspace.compute_targets.get(name="local")
+        if self.docker:
+            self.docker_target = self.workspace.compute_targets.create(
+                name=DOCKER_TARGET, kind=ComputeTarget.Kind.DOCKER, docker_url="unix:///var/run/docker.sock",
+                queue=DOCKER_QUEUE)
+
+    def _start_more(self) -> None:
+        gateway, self.gateway_url = services.start_gateway(self.env, self.base)
+        self.services.append(gateway)
+        self.services.append(services.start_controller(self.env, self.base))
+
+    def _describe(self) -> str:
+        docker = f", Docker target on {BASE_IMAGE}" if self.docker else ""
+        return f"{super()._describe()}, gateway {self.gateway_url}, endpoints controller{docker}"
+
+    def service(self, name: str) -> services.Service | None:
+        return next((service for service in self.services if service.name == name), None)
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            controller = self.service("endpoints")
+            if controller is not None:  # nothing starts an instance after this
+                self.services.remove(controller)
+                _stop(controller)
+            if self.workspace is not None:
+                self.remove_instances()
+        except Exception as error:  # the services must stop all the same
+            print(f"# could not remove the endpoints' instances: {error}", file=sys.stderr)
+        finally:
+            try:
+                super().__exit__(*exc_info)
+            finally:
+                if self.images:
+                    self.remove_images()
+
+    def remove_images(self) -> None:
+        """Remove the images in `images` (never the base image)."""
+        import docker
+
+        try:
+            client = docker.from_env(timeout=120)
+        except docker.errors.DockerException as error:
+            print(f"# could not reach the engine to remove images: {error}", file=sys.stderr)
+            return
+        try:
+            DockerStack._remove_images(self, client, docker.errors)
+        finally:
+            client.close()
+
+    def remove_instances(self) -> None:
+        """Every instance as its driver removes it, then any container or process of this studio left over."""
+        from django.conf import settings
+
+        from endpoints.instances import driver_for
+        from endpoints.models import Instance
+
+        for instance in Instance.objects.select_related("deployment__compute_target"):
+            with contextlib.suppress(Exception):
+                driver_for(instance.deployment.compute_target).remove(instance)
+        if self.docker:
+            import docker
+
+            with contextlib.suppress(docker.errors.DockerException):
+                client = docker.from_env(timeout=60)
+                try:
+                    label = f"studio.instance={settings.STUDIO_INSTANCE_ID}"
+                    for container in client.containers.list(all=True, filters={"label": label}):
+                        container.remove(force=True)
+                        print(f"# removed leftover container {container.name}", file=sys.stderr)
+                finally:
+                    client.close()
+        marker = str(Path(settings.STUDIO_WORK_DIR) / "endpoint-dep-").encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if marker in (entry / "cmdline").read_bytes():
+                    os.killpg(os.getpgid(int(entry.name)), signal.SIGKILL)
+                    print(f"# killed a leftover instance process {entry.name}", file=sys.stderr)
+
+    # Models, endpoints and deployments -------------------------------------------------------------------------------
+    def register_model(self, name: str, files: dict[str, bytes]):
+        """A model version whose files are `files` (paths inside the model folder), registered from a run's outputs
+        as a worker stores them."""
+        from models_registry import registry
+        from runs import storage
+        from runs.models import Run, RunStatus
+
+        run = self.running_run(f"train-{name}")
+        collector = storage.OutputCollector(run.pk)
+        for path, content in files.items():
+            collector.add(f"outputs/{path}", io.BytesIO(content), len(content))
+        collector.commit()
+        Run.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED, exit_code=0)
+        run.refresh_from_db()
+        return registry.register_from_run(run, self.user, name, ["outputs"])
+
+    def scoring_path(self, endpoint) -> str:
+        return f"/endpoints/{endpoint.workspace.name}/{endpoint.name}/score"
+
+    def gateway_port(self) -> int:
+        return int(self.gateway_url.rsplit(":", 1)[1])
+
+
+def wait_state(deployment, *states: str, timeout: float = 120):
+    """The deployment once it is in one of `states` (read every 20 ms); raises with its reason when it failed."""
+    from endpoints.models import DeploymentState
+
+    deadline = time.monotonic() + timeout
+    while True:
+        deployment.refresh_from_db()
+        if deployment.state in states:
+            return deployment
+        if deployment.state == DeploymentState.FAILED and DeploymentState.FAILED not in states:
+            raise RuntimeError(f"deployment {deployment.name} failed: {deployment.reason}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"deployment {deployment.name} is {deployment.state} ({deployment.reason}) after "
+                               f"{timeout} s, not {'/'.join(states)}")
+        time.sleep(0.02)

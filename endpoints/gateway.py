@@ -44,7 +44,7 @@ MAX_BODY = 100 * 1024 * 1024
 MAX_PENDING_RECORDS = 200_000
 PATH_PREFIX = "/endpoints/"
 NOT_FORWARDED = frozenset({  # set by the gateway itself, the endpoint's key, or about this hop only
-    b"x-ms-request-id", b"content-type", b"content-length", b"host", b"authorization", b"connection", b"keep-alive",
+    b"x-ms-request-id", b"x-request-id", b"content-type", b"content-length", b"host", b"authorization", b"connection", b"keep-alive",
     b"transfer-encoding", b"te", b"trailer", b"upgrade", b"expect", b"proxy-authorization", b"proxy-connection"})
 
 
@@ -419,9 +419,10 @@ class Gateway:
             route = pick_by_traffic(endpoint)
             if route is None:
                 return await respond(send, *_json(503, f"Endpoint {name} has no deployment receiving traffic."))
-        request_id = headers.get(b"x-ms-request-id", b"").decode("latin-1")[:64] or new_request_id()
+        request_id = (headers.get(b"x-request-id") or headers.get(b"x-ms-request-id") or b"").decode(
+            "latin-1")[:64] or new_request_id()
         # The client's headers reach the script (request_headers, @rawhttp), but not its key nor hop-by-hop ones.
-        forwarded = [(b"x-ms-request-id", request_id.encode()),
+        forwarded = [(b"x-request-id", request_id.encode()),
                      (b"content-type", headers.get(b"content-type", b"application/json"))]
         forwarded += [(n, v) for n, v in scope["headers"] if n not in NOT_FORWARDED]
         instance_path = "/score" if action == "score" else "/swagger.json"
@@ -442,8 +443,8 @@ class Gateway:
             payload = body[:65536].decode("utf-8", "replace")
         status, response_headers, response_body = await self.forward(
             endpoint, route, method, instance_path, forwarded, body, request_id, payload=payload)
-        response_headers = [*response_headers, (b"azureml-model-deployment", route.name.encode()),
-                            (b"x-ms-request-id", request_id.encode())]
+        response_headers = [*(h for h in response_headers if h[0].lower() != b"x-ms-request-id"),
+                            (b"azureml-model-deployment", route.name.encode()), (b"x-ms-request-id", request_id.encode())]
         await respond(send, status, response_headers, response_body)
 
     async def __call__(self, scope, receive, send) -> None:

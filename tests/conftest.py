@@ -207,6 +207,7 @@ def controller(e2e_env, studio_services):
     service = services.start_controller(e2e_env, studio_services["base"])
     yield service
     service.stop()
+    services.kill_local_instances(studio_services["data_dir"])
 
 
 @pytest.fixture(scope="session")

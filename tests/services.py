@@ -180,3 +180,21 @@ def socket_answers(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def kill_local_instances(data_dir) -> int:
+    """Endpoint instances on the local target outlive the controller that started them (as they must when it is
+    restarted); a test session that ends stops the ones under its data dir."""
+    import psutil
+
+    marker = str(data_dir)
+    killed = 0
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if any("studio_serving.py" in part for part in cmdline) and any(marker in part for part in cmdline):
+            try:
+                process.kill()
+                killed += 1
+            except psutil.Error:
+                pass
+    return killed

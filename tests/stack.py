@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.services import ROOT, free_port, wait_until
+from tests.services import ROOT, free_port, kill_local_instances, wait_until
 
 
 def _studioctl():
@@ -128,6 +128,12 @@ class SupervisedStack:
         self.studioctl.stop_studio(self.process, self.env)
 
     def stop(self) -> None:
+        try:
+            self._stop_supervisor()
+        finally:
+            kill_local_instances(self.data_dir)
+
+    def _stop_supervisor(self) -> None:
         if self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGTERM)
             try:

@@ -515,6 +515,7 @@ GET_PATHS = ("/", "/ready", "/swagger.json")
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # answers go out at once (TCP_NODELAY)
     server_version = "studio-serving/1"
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
@@ -535,9 +536,12 @@ class Handler(BaseHTTPRequestHandler):
             if name not in names:
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        # Headers and body in one write: two small writes on a kept-alive connection wait for the peer's delayed
+        # acknowledgement (40 ms a request) even with Nagle off.
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     def _request_ids(self) -> list[tuple[str, str]]:
         """Azure's request ids: x-request-id (the client's, else a new one), x-ms-request-id (the client's legacy id,

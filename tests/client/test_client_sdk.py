@@ -16,8 +16,15 @@ from studio.models import ApiToken
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sdk"))
 
-from studio_sdk import Experiment, Model, RemoteRun, ScriptRunConfig, StudioError, Workspace  # noqa: E402
-from studio_sdk import cli  # noqa: E402
+from studio_sdk import (  # noqa: E402
+    Experiment,
+    Model,
+    RemoteRun,
+    ScriptRunConfig,
+    StudioError,
+    Workspace,
+    cli,  # noqa: E402
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -76,6 +83,12 @@ def test_submit_a_folder_follow_it_live_and_use_what_it_made(ws, project, worker
         "outputs/model/weights.bin", "outputs/notes.txt"]
     snapshot = Run.objects.get(pk=run.id).snapshot
     assert sorted(item["path"] for item in snapshot.manifest) == [".amlignore", "helper.py", "train.py"]
+    assert ws.last_upload.uploaded_files == 3  # the first time, every file (data/ is ignored by .amlignore)
+    (project / "helper.py").write_text("X = 2\n")
+    again = Experiment(ws, "sdk-e2e").submit(config)
+    assert ws.last_upload.uploaded_files == 1 and ws.last_upload.uploaded_bytes == len("X = 2\n")  # the server's count
+    assert Run.objects.get(pk=again.id).snapshot.entry("helper.py")["size"] == 6
+    again.cancel()
     registered = run.register_model("sdk-model", "outputs/model", tags={"team": "sdk"})
     assert registered["version"] == 1
     model = Model(ws, "sdk-model")
