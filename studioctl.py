@@ -163,6 +163,11 @@ def redis_program(env: dict[str, str], data_dir: Path, state: Path) -> str:
 # Supervision -------------------------------------------------------------------------------------------------------
 
 
+# Started once the web server answers (`start_the_rest`): seven Django processes booting at once on a small machine
+# made the first page wait for all of them.
+AFTER_WEB = ("worker", "control", "gateway", "endpoints", "beat")
+
+
 def program(name: str, argv: list[str], data_dir: Path, *, priority: int, stopsignal: str = "TERM",
             stopwaitsecs: int = 20) -> str:
     command = " ".join(str(part).replace("%", "%%") for part in argv)  # supervisor expands %(...)s itself
@@ -171,7 +176,7 @@ def program(name: str, argv: list[str], data_dir: Path, *, priority: int, stopsi
 command={command}
 directory={ROOT}
 priority={priority}
-autostart=true
+autostart={"false" if name in AFTER_WEB else "true"}
 autorestart=true
 startsecs=2
 startretries=1000
@@ -238,6 +243,12 @@ serverurl=unix://{state / "supervisor.sock"}
     return conf
 
 
+def start_the_rest(conf: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start the programs that wait for the web server (in the background: the URL is printed at once)."""
+    return subprocess.Popen([str(PY), "-m", "supervisor.supervisorctl", "-c", str(conf), "start", *AFTER_WEB],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def web_answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/accounts/login/", timeout=2) as response:
@@ -269,6 +280,7 @@ def start(args: argparse.Namespace) -> None:
             if supervisord.poll() is not None:
                 sys.exit(f"supervisord exited ({supervisord.returncode}); see {data_dir / 'logs'}")
             time.sleep(0.1)
+        start_the_rest(conf, env)
         gateway = env.get("STUDIO_GATEWAY_PORT") or str(args.port + 1)
         say(f"Studio is running at {url}/  (ready in {time.monotonic() - started:.1f} s; Ctrl-C stops it; "
             f"logs in {data_dir / 'logs'}); endpoints score at http://{url.split('://')[1].rsplit(':', 1)[0]}:"

@@ -58,6 +58,7 @@ class SupervisedStack:
         )
         try:
             wait_until(self.web_answers, 60, "the supervised web server")
+            studioctl.start_the_rest(self.conf, self.env).wait(timeout=120)  # as the start command does
             wait_until(lambda: "ready." in self.log("worker"), 60, "the supervised worker")
             wait_until(lambda: "ready." in self.log("control"), 60, "the supervised control worker")
         except BaseException:
