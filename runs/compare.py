@@ -1,5 +1,5 @@
-"""Comparing 2 to 10 runs of one experiment: their metrics overlaid, how their configurations differ, and a
-parallel-coordinates chart of their numeric arguments against a final metric.
+"""Comparing 2 to 10 runs of one experiment: their metrics overlaid, how their configurations and parameters differ,
+and a parallel-coordinates chart of their numeric parameters against a final metric.
 
 GET `experiments/<name>/compare/?run=<id>&run=<id>[&metric=<name>...][&target=<name>]`. Any member may look.
 Chart data comes from `metrics.read_scalars` (the same min/max-preserving downsampling as the run page, at most
@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET
 from runs.access import get_experiment_for_user
 from runs.forms import CompareForm
 from runs.metrics import read_scalars
-from runs.models import MetricKind, MetricSeries, Run
+from runs.models import MetricKind, MetricSeries, Run, RunParameter
 from studio.forms import valid_query
 
 DEFAULT_METRICS = 4
@@ -30,37 +30,15 @@ SYSTEM_PREFIX = "sys/"
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
-# --- Reading the runs' arguments ------------------------------------------------------------------------------
+# --- Reading the runs' parameters ---------------------------------------------------------------------------
 
 
-def parse_options(arguments: list[str]) -> dict[str, str]:
-    """`--name value` and `--name=value` pairs from a run's argument list, in order; a `--flag` with no value
-    (followed by another option or by nothing) maps to "". Other arguments are left out (they show in the
-    "Arguments" row)."""
-    options: dict[str, str] = {}
-    index = 0
-    while index < len(arguments):
-        token = arguments[index]
-        index += 1
-        if not token.startswith("--") or token == "--":
-            continue
-        name, sep, value = token.partition("=")
-        if not sep:
-            following = arguments[index] if index < len(arguments) else None
-            if following is not None and not following.startswith("--"):
-                value = following
-                index += 1
-        options[name] = value
-    return options
-
-
-def as_number(text: str | None) -> float | None:
-    """The value as a finite float, or None when it is not one."""
-    try:
-        number = float(text)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+def run_parameters(runs: list[Run]) -> dict[int, dict[str, RunParameter]]:
+    """Each run's parameters by name (from its arguments and its script), in one query."""
+    found: dict[int, dict[str, RunParameter]] = {run.pk: {} for run in runs}
+    for parameter in RunParameter.objects.filter(run_id__in=list(found)).order_by("name"):
+        found[parameter.run_id][parameter.name] = parameter
+    return found
 
 
 # --- The page's parts -----------------------------------------------------------------------------------------
@@ -79,8 +57,8 @@ class ConfigRow:
         return len(set(self.values)) > 1
 
 
-def config_rows(runs: list[Run]) -> list[ConfigRow]:
-    """Every setting of the runs, differing ones first (in the order below), then identical ones."""
+def config_rows(runs: list[Run], params: dict[int, dict[str, RunParameter]]) -> list[ConfigRow]:
+    """Every setting and parameter of the runs, differing ones first (in the order below), then identical ones."""
     rows = [
         ConfigRow("Display name", [run.display_name or None for run in runs]),
         ConfigRow("Entry script", [run.entry_script for run in runs]),
@@ -88,9 +66,9 @@ def config_rows(runs: list[Run]) -> list[ConfigRow]:
         ConfigRow("Maximum duration", [f"{run.max_duration_seconds} s" if run.max_duration_seconds else "no limit" for run in runs]),
         ConfigRow("Arguments", [shlex.join(run.arguments) if run.arguments else "none" for run in runs]),
     ]
-    options = [parse_options(run.arguments) for run in runs]
-    for name in _union(options):
-        rows.append(ConfigRow(name, [found.get(name) for found in options], "argument"))
+    texts = [{name: parameter.text for name, parameter in params[run.pk].items()} for run in runs]
+    for name in _union(texts):
+        rows.append(ConfigRow(name, [found.get(name) for found in texts], "parameter"))
     for name in _union([run.env_vars for run in runs]):
         rows.append(ConfigRow(name, [run.env_vars.get(name) for run in runs], "environment variable"))
     for name in _union([run.tags for run in runs]):
@@ -122,24 +100,25 @@ def chart_data(runs: list[Run], series: dict[tuple[int, str], MetricSeries], met
     return charts
 
 
-def parcoords_data(runs: list[Run], series: dict[tuple[int, str], MetricSeries], target: str | None) -> dict:
-    """Numeric arguments of the runs against the target metric's last value: one line per run with a final value
-    of the target and at least one numeric argument (a child run often has none); an argument becomes a dimension
-    when it is a number in every such run. `notes` say what was left out and why.
+def parcoords_data(runs: list[Run], series: dict[tuple[int, str], MetricSeries], target: str | None,
+                   params: dict[int, dict[str, RunParameter]]) -> dict:
+    """Numeric parameters of the runs against the target metric's last value: one line per run with a final value
+    of the target and at least one numeric parameter; a parameter becomes a dimension when it is a number in every
+    such run. `notes` say what was left out and why.
     """
     notes = []
-    options = {run.pk: parse_options(run.arguments) for run in runs}
-    lines = [run for run in runs if any(as_number(value) is not None for value in options[run.pk].values())]
+    numbers_of = {run.pk: {name: parameter.number for name, parameter in params[run.pk].items()} for run in runs}
+    lines = [run for run in runs if any(number is not None for number in numbers_of[run.pk].values())]
     if len(lines) < len(runs):
-        notes.append(f"Left out, no numeric arguments: {', '.join(_label(run) for run in runs if run not in lines)}.")
+        notes.append(f"Left out, no numeric parameters: {', '.join(_label(run) for run in runs if run not in lines)}.")
     if target:
         missing = [run for run in lines if _last_value(series.get((run.pk, target))) is None]
         if missing:
             notes.append(f"Left out, no final {target}: {', '.join(_label(run) for run in missing)}.")
         lines = [run for run in lines if run not in missing]
     dimensions, left_out = [], []
-    for name in _union(list(options.values())):
-        numbers = [as_number(options[run.pk].get(name)) for run in lines]
+    for name in _union(list(numbers_of.values())):
+        numbers = [numbers_of[run.pk].get(name) for run in lines]
         if lines and all(number is not None for number in numbers):
             dimensions.append({"label": name, "values": numbers})
         elif any(number is not None for number in numbers):
@@ -150,7 +129,7 @@ def parcoords_data(runs: list[Run], series: dict[tuple[int, str], MetricSeries],
     if target and lines:
         dimensions.append({"label": target, "values": color})
     return {"target": target or "", "runs": [run.pk for run in lines], "dimensions": dimensions, "color": color,
-            "numeric_arguments": len(dimensions) - (1 if target and lines else 0), "notes": notes}
+            "numeric_parameters": len(dimensions) - (1 if target and lines else 0), "notes": notes}
 
 
 def _last_value(found: MetricSeries | None) -> float | None:
@@ -193,12 +172,13 @@ def compare_runs(request, workspace: str, name: str):
         raise BadRequest(f"None of these runs logged a scalar metric named {unknown[0]!r}; "
                          f"their metrics: {', '.join(all_names) or 'none'}.")
     colors = {run.pk: COLORS[index % len(COLORS)] for index, run in enumerate(runs)}
+    params = run_parameters(runs)
     data = {
         "runs": [{"id": run.pk, "label": _label(run), "color": colors[run.pk]} for run in runs],
         "charts": chart_data(runs, series, metrics),
-        "parcoords": parcoords_data(runs, series, target),
+        "parcoords": parcoords_data(runs, series, target, params),
     }
-    rows = config_rows(runs)
+    rows = config_rows(runs, params)
     context = {
         "access": access,
         "workspace": access.workspace,

@@ -1,4 +1,5 @@
-"""The experiment page's runs table: which runs, in which order, one page at a time, with metric columns.
+"""The experiment page's runs table: which runs, in which order, one page at a time, with parameter and metric
+columns.
 
 Built so an experiment of 100,000 runs answers in milliseconds:
 
@@ -9,8 +10,11 @@ Built so an experiment of 100,000 runs answers in milliseconds:
   deep page costs what the first one does;
 - runs without a value for the sort key (no such metric, never started, no display name) come after all the others
   in both directions, newest first: they are a second segment of the list, read only once the first one is used up;
-- the last values of the chosen metrics for the shown runs come in one query (`attach_metric_cells`), the number of
-  children of each shown run in another (`attach_child_counts`).
+- parameters work the same way through the (experiment, name, sort_key) index of RunParameter (`parameter_sort`):
+  `sort_key` orders numbers by value, then text, in one column (see runs/parameters.py);
+- the last values of the chosen metrics for the shown runs come in one query (`attach_metric_cells`), the values of
+  the chosen parameters in another (`attach_parameter_cells`), the number of children of each shown run in a third
+  (`attach_child_counts`).
 
 A metric's "last value" is `MetricSeries.last_value`; a series whose last value was NaN or infinite has no
 last_value in the database, so it sorts with the runs that lack the metric (its cell still shows "NaN").
@@ -19,7 +23,7 @@ last_value in the database, so it sorts with the runs that lack the metric (its 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from django.db import connection
@@ -28,13 +32,13 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, Now, NullIf
 from django.db.models.lookups import Exact
 
-from runs.models import Experiment, MetricSeries, Run
+from runs import parameters
+from runs.models import Experiment, MetricSeries, Run, RunParameter
 
 DEFAULT_METRIC_COLUMNS = 5
+DEFAULT_PARAMETER_COLUMNS = 5
 CHILDREN_LIMIT = 200
 SYSTEM_PREFIX = "sys/"
-
-
 
 class ElapsedSeconds(Func):
     """Seconds from the second expression to the first, as a float, computed in the database.
@@ -74,13 +78,17 @@ class TableError(ValueError):
 # --- What the query string asks for --------------------------------------------------------------------------
 
 
+NAMED = ("metric", "param")  # columns of a metric or a parameter, named after the colon: `metric:loss`
+
+
 @dataclass(frozen=True)
 class Sort:
-    """`column` is a key of COLUMNS or "metric" (then `metric` names it). Text form: `started`, `-metric:loss`."""
+    """`column` is a key of COLUMNS, "metric" or "param" (then `name` names it). Text form: `started`, `-metric:loss`,
+    `param:learning_rate`."""
 
     column: str = "id"
     descending: bool = True
-    metric: str = ""
+    name: str = ""
 
     @classmethod
     def parse(cls, text: str) -> Sort:
@@ -88,11 +96,12 @@ class Sort:
             return cls()
         descending = text.startswith("-")
         key = text[1:] if descending else text
-        if key.startswith("metric:") and len(key) > len("metric:"):
-            return cls("metric", descending, key[len("metric:"):])
+        column, sep, name = key.partition(":")
+        if sep and column in NAMED and name:
+            return cls(column, descending, name)
         if key in COLUMNS:
             return cls(key, descending)
-        choices = ", ".join([*COLUMNS, "metric:<name>"])
+        choices = ", ".join([*COLUMNS, "metric:<name>", "param:<name>"])
         raise TableError(f"Cannot sort by {text!r}: use one of {choices}, with a leading - for descending order.")
 
     @property
@@ -101,8 +110,8 @@ class Sort:
 
     @property
     def key(self) -> str:
-        """The column's name in the query string, without direction: `started`, `metric:loss`."""
-        return f"metric:{self.metric}" if self.column == "metric" else self.column
+        """The column's name in the query string, without direction: `started`, `metric:loss`, `param:lr`."""
+        return f"{self.column}:{self.name}" if self.column in NAMED else self.column
 
     def __str__(self) -> str:
         return ("-" if self.descending else "") + self.key
@@ -175,10 +184,53 @@ class MetricRange:
 
 
 @dataclass(frozen=True)
+class ParamFilter:
+    """`name=value`: the parameter has that value (as shown, or the same number: `lr=0.1` matches 0.1 and "0.10");
+    `name:low:high`: its value is a number with low <= value <= high (either bound may be empty)."""
+
+    name: str
+    value: str | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ParamFilter:
+        name, sep, value = text.partition("=")
+        if sep:
+            if not name:
+                raise TableError(f"Parameter filter {text!r}: write name=value, such as optimizer=adam.")
+            return cls(name, value=value)
+        try:
+            bounds = MetricRange.parse(text)
+        except TableError:
+            raise TableError(f"Parameter filter {text!r}: write name=value (optimizer=adam) or name:low:high "
+                             "(lr:0.001:0.1, an end may be empty).") from None
+        return cls(bounds.name, low=bounds.low, high=bounds.high)
+
+    def q(self) -> Q:
+        """The condition on a RunParameter row, on its sort key: the key orders numbers by value, so a range or a
+        number is a range of the (experiment, name, sort_key) index, also when the table is sorted by it."""
+        if self.value is not None:
+            number = parameters.as_number(self.value)
+            if number is not None:
+                return Q(sort_key=parameters.sort_key(self.value, number))  # the same number, however written
+            return Q(sort_key=parameters.sort_key(self.value, None), text=self.value)
+        low = "n" if self.low is None else parameters.sort_key("", self.low)  # every number's key starts with "n"
+        high = Q(sort_key__lt="o") if self.high is None else Q(sort_key__lte=parameters.sort_key("", self.high))
+        return Q(sort_key__gte=low) & high
+
+    def __str__(self) -> str:
+        if self.value is not None:
+            return f"{self.name}={self.value}"
+        return str(MetricRange(self.name, self.low, self.high))
+
+
+@dataclass(frozen=True)
 class Filters:
     status: str = ""
     tags: tuple[TagFilter, ...] = ()
     ranges: tuple[MetricRange, ...] = ()
+    params: tuple[ParamFilter, ...] = ()
 
 
 @dataclass
@@ -193,15 +245,16 @@ class Page:
 # --- Metric names ---------------------------------------------------------------------------------------------
 
 
-def scalar_metric_names(experiment: Experiment) -> list[str]:
-    """Names of the scalar series logged in the experiment, sorted.
+def _distinct_names(model, experiment: Experiment, condition: str = "") -> list[str]:
+    """Distinct `name`s of the model's rows in the experiment, sorted.
 
-    A plain SELECT DISTINCT reads every series of the experiment (500,000 rows for 100,000 runs with 5 metrics:
-    over half a second on SQLite); this walks the (experiment, name, last_value) index from one name to the next
-    (a "skip scan" written as a recursive query), so it costs one index seek per distinct name. A name counts as
-    scalar when some series of it has a last value (only scalar series have one).
+    A plain SELECT DISTINCT reads every row of the experiment (500,000 rows for 100,000 runs with 5 metrics: over
+    half a second on SQLite); this walks the model's (experiment, name, ...) index from one name to the next (a
+    "skip scan" written as a recursive query), so it costs one index seek per distinct name. `condition` (SQL on the
+    alias `s`) keeps only names some row of which meets it.
     """
-    table = connection.ops.quote_name(MetricSeries._meta.db_table)
+    table = connection.ops.quote_name(model._meta.db_table)
+    having = f"AND EXISTS (SELECT 1 FROM {table} s WHERE s.experiment_id = %s AND s.name = names.name AND {condition})"
     sql = f"""
         WITH RECURSIVE names(name) AS (
             SELECT MIN(name) FROM {table} WHERE experiment_id = %s
@@ -210,13 +263,22 @@ def scalar_metric_names(experiment: Experiment) -> list[str]:
             FROM names WHERE names.name IS NOT NULL
         )
         SELECT names.name FROM names
-        WHERE names.name IS NOT NULL AND EXISTS (
-            SELECT 1 FROM {table} s WHERE s.experiment_id = %s AND s.name = names.name AND s.last_value IS NOT NULL
-        )
+        WHERE names.name IS NOT NULL {having if condition else ""}
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, [experiment.pk] * 3)
+        cursor.execute(sql, [experiment.pk] * (3 if condition else 2))
         return sorted(row[0] for row in cursor.fetchall())
+
+
+def scalar_metric_names(experiment: Experiment) -> list[str]:
+    """Names of the scalar series logged in the experiment, sorted. A name counts as scalar when some series of it
+    has a last value (only scalar series have one)."""
+    return _distinct_names(MetricSeries, experiment, "s.last_value IS NOT NULL")
+
+
+def parameter_names(experiment: Experiment) -> list[str]:
+    """Names of the parameters of the experiment's runs (child runs too), sorted."""
+    return _distinct_names(RunParameter, experiment)
 
 
 def default_columns(names: list[str]) -> list[str]:
@@ -224,13 +286,22 @@ def default_columns(names: list[str]) -> list[str]:
     return [name for name in sorted(names) if not name.startswith(SYSTEM_PREFIX)][:DEFAULT_METRIC_COLUMNS]
 
 
+def default_parameter_columns(names: list[str]) -> list[str]:
+    """The first DEFAULT_PARAMETER_COLUMNS parameter names alphabetically."""
+    return sorted(names)[:DEFAULT_PARAMETER_COLUMNS]
+
+
 # --- Which runs, in which order -------------------------------------------------------------------------------
 
 
-def _conditions(experiment: Experiment, filters: Filters, *, prefix: str, outer_id: str, skip_range: str = "") -> list:
-    """The filters as WHERE conditions on Run, reached through `prefix` ("" from Run, "run__" from MetricSeries).
+def _conditions(
+    experiment: Experiment, filters: Filters, *, prefix: str, outer_id: str, skip_range: str = "", skip_param: str = ""
+) -> list:
+    """The filters as WHERE conditions on Run, reached through `prefix` ("" from Run, "run__" from MetricSeries or
+    RunParameter).
 
-    A range on `skip_range` is left out: the caller applies it to the series it walks.
+    A range on metric `skip_range`, and a filter on parameter `skip_param`, are left out: the caller applies them to
+    the rows it walks.
     """
     found: list = [Q(**{f"{prefix}experiment": experiment, f"{prefix}parent__isnull": True})]
     if filters.status:
@@ -245,6 +316,10 @@ def _conditions(experiment: Experiment, filters: Filters, *, prefix: str, outer_
             continue
         series = MetricSeries.objects.filter(run_id=OuterRef(outer_id), name=metric_range.name, **metric_range.lookups())
         found.append(Exists(series))
+    for param in filters.params:
+        if param.name == skip_param:
+            continue
+        found.append(Exists(RunParameter.objects.filter(param.q(), run_id=OuterRef(outer_id), name=param.name)))
     return found
 
 
@@ -279,15 +354,28 @@ class _Segment:
 def _segments(experiment: Experiment, sort: Sort, filters: Filters) -> tuple[_Segment, _Segment | None]:
     """The runs with a sort value, in sort order, then (or None) the runs without one, newest first."""
     if sort.column == "metric":
-        ranges = [r for r in filters.ranges if r.name == sort.metric]
-        series = MetricSeries.objects.filter(experiment=experiment, name=sort.metric, last_value__isnull=False)
-        series = series.filter(*_conditions(experiment, filters, prefix="run__", outer_id="run_id", skip_range=sort.metric))
+        ranges = [r for r in filters.ranges if r.name == sort.name]
+        series = MetricSeries.objects.filter(experiment=experiment, name=sort.name, last_value__isnull=False)
+        series = series.filter(*_conditions(experiment, filters, prefix="run__", outer_id="run_id", skip_range=sort.name))
         for metric_range in ranges:
             series = series.filter(**metric_range.lookups())
         present = _Segment(series.values_list("run_id"), "run_id", "last_value", sort.descending)
         if ranges:
             return present, None  # a run without the metric is outside any range of it
-        has_value = MetricSeries.objects.filter(run_id=OuterRef("pk"), name=sort.metric, last_value__isnull=False)
+        has_value = MetricSeries.objects.filter(run_id=OuterRef("pk"), name=sort.name, last_value__isnull=False)
+        runs = Run.objects.filter(*_conditions(experiment, filters, prefix="", outer_id="pk")).filter(~Exists(has_value))
+        return present, _Segment(runs.values_list("id"), "id", "id", True)
+
+    if sort.column == "param":
+        own = [param for param in filters.params if param.name == sort.name]
+        rows = RunParameter.objects.filter(experiment=experiment, name=sort.name)
+        rows = rows.filter(*_conditions(experiment, filters, prefix="run__", outer_id="run_id", skip_param=sort.name))
+        for param in own:
+            rows = rows.filter(param.q())
+        present = _Segment(rows.values_list("run_id"), "run_id", "sort_key", sort.descending)
+        if own:
+            return present, None  # a run without the parameter matches no filter on it
+        has_value = RunParameter.objects.filter(run_id=OuterRef("pk"), name=sort.name)
         runs = Run.objects.filter(*_conditions(experiment, filters, prefix="", outer_id="pk")).filter(~Exists(has_value))
         return present, _Segment(runs.values_list("id"), "id", "id", True)
 
@@ -307,8 +395,10 @@ def _cursor(experiment: Experiment, sort: Sort, run_id: int):
     if sort.column == "id":
         return run_id
     if sort.column == "metric":
-        series = MetricSeries.objects.filter(run_id=OuterRef("pk"), name=sort.metric)
+        series = MetricSeries.objects.filter(run_id=OuterRef("pk"), name=sort.name)
         expression = Subquery(series.values("last_value")[:1])
+    elif sort.column == "param":
+        expression = Subquery(RunParameter.objects.filter(run_id=OuterRef("pk"), name=sort.name).values("sort_key")[:1])
     else:
         expression = COLUMNS[sort.column]
     found = list(Run.objects.filter(experiment=experiment, pk=run_id).annotate(v=expression).values_list("v", flat=True))
@@ -431,6 +521,25 @@ def attach_metric_cells(runs: list[Run], columns: list[str]) -> None:
         run.metric_cells = [cells.get((run.pk, name), MISSING) for name in columns]
 
 
+@dataclass(frozen=True)
+class ParamCell:
+    """A parameter cell: the text shown ("" when the run has no such parameter) and the value as stored."""
+
+    text: str
+    value: object = None
+
+
+def attach_parameter_cells(runs: list[Run], columns: list[str]) -> None:
+    """Set `run.param_cells` (one ParamCell per column, in order) on every run, with one query for all of them."""
+    cells: dict[tuple[int, str], ParamCell] = {}
+    if runs and columns:
+        rows = RunParameter.objects.filter(run_id__in=[run.pk for run in runs], name__in=columns)
+        for run_id, name, text, value in rows.order_by().values_list("run_id", "name", "text", "value"):
+            cells[run_id, name] = ParamCell(text, value)
+    for run in runs:
+        run.param_cells = [cells.get((run.pk, name), ParamCell("")) for name in columns]
+
+
 def attach_child_counts(runs: list[Run]) -> None:
     """Set `run.child_count` on every run, with one query."""
     counts = {}
@@ -450,6 +559,7 @@ class Header:
     url: str = ""  # empty: not sortable
     arrow: str = ""  # ▲ or ▼ on the column the table is sorted by
     numeric: bool = False
+    kind: str = ""  # "param" for a parameter's column
 
 
 HEADERS = [("name", "Run"), ("status", "Status"), ("started", "Started"), ("duration", "Duration"), ("compute", "Compute")]
@@ -463,17 +573,24 @@ class Table:
     filters: Filters
     metric_param: list[str] | None  # the `metric` values as given; None: the default columns
     columns: list[str]  # the metric columns shown
+    param_param: list[str] | None = None  # the `param` values as given; None: the default columns
+    param_columns: list[str] = field(default_factory=list)  # the parameter columns shown
 
     @classmethod
-    def from_query(cls, query: dict, filters: Filters, metric_names: list[str]) -> Table:
-        """`query` is RunFilterForm's cleaned data. The metric sorted by is shown even when not chosen."""
+    def from_query(cls, query: dict, filters: Filters, metric_names: list[str], param_names: list[str] = ()) -> Table:
+        """`query` is RunFilterForm's cleaned data. The metric or parameter sorted by is shown even when not chosen."""
         columns = list(query["metric"]) if query["metric"] is not None else default_columns(metric_names)
+        chosen = query.get("param")
+        param_columns = list(chosen) if chosen is not None else default_parameter_columns(list(param_names))
         sort = query["sort"]
-        if sort.column == "metric" and sort.metric not in columns:
-            columns.append(sort.metric)
-        return cls(sort, filters, query["metric"], columns)
+        if sort.column == "metric" and sort.name not in columns:
+            columns.append(sort.name)
+        if sort.column == "param" and sort.name not in param_columns:
+            param_columns.append(sort.name)
+        return cls(sort, filters, query["metric"], columns, chosen, param_columns)
 
     def params(self, *, sort: Sort | None = None, status: str | None = None, keep_columns: bool = True) -> list:
+        """The query string's (name, value) pairs, with `sort` or `status` changed."""
         sort = self.sort if sort is None else sort
         status = self.filters.status if status is None else status
         found = []
@@ -483,8 +600,11 @@ class Table:
             found.append(("sort", str(sort)))
         if keep_columns and self.metric_param is not None:
             found += [("metric", name) for name in self.metric_param] or [("metric", "")]
+        if keep_columns and self.param_param is not None:
+            found += [("param", name) for name in self.param_param] or [("param", "")]
         found += [("tag", str(tag)) for tag in self.filters.tags]
         found += [("range", str(metric_range)) for metric_range in self.filters.ranges]
+        found += [("param_filter", str(param)) for param in self.filters.params]
         return found
 
     def url(self, *extra, **changes) -> str:
@@ -519,22 +639,25 @@ class Table:
 
     @property
     def column_count(self) -> int:
-        """Cells in a row: select, run, status, started, duration, compute, tags and the metrics."""
-        return 7 + len(self.columns)
+        """Cells in a row: select, run, status, started, duration, compute, tags, the parameters and the metrics."""
+        return 7 + len(self.param_columns) + len(self.columns)
 
     def columns_query(self) -> str:
-        """`metric=...` for the chosen columns, for requests that must show the same ones (a run's children)."""
-        return urlencode([("metric", name) for name in self.columns] or [("metric", "")])
+        """`param=...&metric=...` for the chosen columns, for requests that must show the same ones (a run's
+        children)."""
+        return urlencode([("param", name) for name in self.param_columns] or [("param", "")]) + "&" + urlencode(
+            [("metric", name) for name in self.columns] or [("metric", "")])
 
     @property
     def headers(self) -> list[Header]:
         found = [self._header(Sort(key), label) for key, label in HEADERS]
         found.append(Header("Tags"))
-        found += [self._header(Sort("metric", metric=name), name, numeric=True) for name in self.columns]
+        found += [self._header(Sort("param", name=name), name, kind="param") for name in self.param_columns]
+        found += [self._header(Sort("metric", name=name), name, numeric=True) for name in self.columns]
         return found
 
-    def _header(self, column: Sort, label: str, numeric: bool = False) -> Header:
+    def _header(self, column: Sort, label: str, numeric: bool = False, kind: str = "") -> Header:
         if column.key == self.sort.key:
-            flipped = Sort(column.column, not self.sort.descending, column.metric)
-            return Header(label, self.url(sort=flipped), "▼" if self.sort.descending else "▲", numeric)
-        return Header(label, self.url(sort=Sort(column.column, False, column.metric)), "", numeric)
+            flipped = Sort(column.column, not self.sort.descending, column.name)
+            return Header(label, self.url(sort=flipped), "▼" if self.sort.descending else "▲", numeric, kind)
+        return Header(label, self.url(sort=Sort(column.column, False, column.name)), "", numeric, kind)

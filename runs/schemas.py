@@ -17,7 +17,7 @@ import numpy as np
 from ninja import Field, Schema
 from pydantic import PrivateAttr, field_validator, model_validator
 
-from runs import metrics
+from runs import metrics, parameters
 from studio.api import Error, LogChunk  # noqa: F401 - schemas every app's routes answer with
 from studio.parsing import tag_problem
 from studio.text import bidi_problem
@@ -192,6 +192,27 @@ class Tags(Schema):
     tags: dict[str, str]
 
 
+ParamValue = bool | int | float | Annotated[str, Field(max_length=parameters.MAX_VALUE_CHARS)]
+
+
+class ParamsIn(Schema):
+    """Parameters to set: name to text, a finite number or a boolean (see runs/parameters.py)."""
+
+    parameters: dict[str, ParamValue] = Field(..., max_length=parameters.MAX_PARAMETERS)
+
+    @field_validator("parameters")
+    @classmethod
+    def _check(cls, values: dict) -> dict:
+        try:
+            return parameters.check(values)
+        except parameters.ParameterError as error:
+            raise ValueError(str(error)) from None
+
+
+class Params(Schema):
+    parameters: dict[str, ParamValue]
+
+
 class ChildIn(Schema):
     name: str | None = Field(None, max_length=255)
 
@@ -254,12 +275,26 @@ class RunOut(Schema):
     parent: int | None
     child_count: int | None = None
     metrics: dict[str, float | str | None] | None = Field(None, description="Last values of the chosen metric columns.")
+    parameters: dict[str, ParamValue | None] | None = Field(
+        None, description="Values of the chosen parameter columns (null: the run has no such parameter).")
     url: str
+
+
+class GitOut(Schema):
+    remote_url: str | None = Field(description="The remote, without credentials.")
+    branch: str | None
+    commit: str | None
+    dirty: bool = Field(description="The working copy had changes that were not committed.")
+    diff: str = Field(description="Those changes (git diff HEAD), at most 1 MB.")
+    diff_truncated: bool
+    diff_bytes: int = Field(description="The diff's size before it was cut.")
 
 
 class RunDetailOut(RunOut):
     status_history: list[StatusChange]
     snapshot: dict
+    parameters: dict[str, ParamValue] = Field(description="Every parameter: from the arguments and from the script.")
+    git: GitOut | None = Field(description="Where the source came from, when it was a git working copy.")
 
 
 class RunPage(Schema):

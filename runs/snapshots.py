@@ -404,6 +404,75 @@ def _all_parents(folders: set[str]) -> set[str]:
     return parents
 
 
+# Snapshots made from blobs (runs/snapshot_sync.py) ---------------------------------------------------------
+
+
+def check_manifest(files: list[dict], ignore_file: str, budget: Budget) -> list[dict]:
+    """A client's manifest (`{"path", "sha256", "size"}` per file, sizes already checked against the content), under
+    the rules of uploads, sorted by path: clean relative paths (as `clean_path` leaves them: no `..`, no backslashes,
+    no direction controls, bounded lengths), no duplicates or file-and-folder clashes, the file and byte limits, and
+    `ignore_file` naming the root ignore file that applies (`.amlignore` wins over `.gitignore`; it is kept)."""
+    if not files:
+        raise SnapshotError("The snapshot lists no files; add your source files and send it again.")
+    if len(files) > budget.max_files:
+        raise SnapshotError(f"The folder holds {len(files):,} files; the limit is {budget.max_files:,} "
+                            f"({budget.files_setting}). {budget.files_hint}")
+    entries = []
+    for entry in files:
+        path = entry["path"]
+        cleaned = clean_path(path)
+        if cleaned != path or not path:
+            raise SnapshotError(f"Refused {path[:200]!r}: send paths relative to the folder, '/' between names, "
+                                f"without '.', '..' or empty parts (here {cleaned[:200]!r}).")
+        if not blobs.SHA256.fullmatch(entry["sha256"]):
+            raise SnapshotError(f"{path[:200]!r}: its sha256 must be 64 lowercase hexadecimal digits.")
+        entries.append({"path": path, "sha256": entry["sha256"], "size": entry["size"]})
+    total = sum(entry["size"] for entry in entries)
+    if total > budget.max_bytes:
+        raise budget._too_big(f"The folder holds {_size_text(total)}")
+    paths = {entry["path"] for entry in entries}
+    refuse_clashes([entry["path"] for entry in entries])
+    applies = next((name for name in IGNORE_FILES if name in paths), "")
+    if ignore_file != applies:
+        if applies:
+            raise SnapshotError(f"The folder's root holds {applies}, so that is the ignore file that applies "
+                                f"(.amlignore wins over .gitignore): send ignore_file {applies!r}.")
+        raise SnapshotError(f"ignore_file is {ignore_file!r}, but the snapshot lists no such file at its root: send "
+                            "the ignore file too (it is kept in the snapshot), or leave ignore_file empty.")
+    entries.sort(key=lambda entry: entry["path"])
+    return entries
+
+
+class ExistingSnapshot:
+    """A stored snapshot standing in for a StagedSnapshot at submission (`commit` returns it; nothing to discard):
+    a run submitted with `snapshot_id` instead of an upload."""
+
+    def __init__(self, snapshot: Snapshot):
+        self.snapshot = snapshot
+
+    @classmethod
+    def of_workspace(cls, workspace, snapshot_id: int) -> ExistingSnapshot:
+        snapshot = Snapshot.objects.filter(workspace=workspace, pk=snapshot_id).first()
+        if snapshot is None:
+            raise SnapshotError(
+                f"There is no snapshot {snapshot_id} in this workspace: make one with "
+                f"POST /api/v1/workspaces/{workspace.name}/snapshots (the SDK does), then submit with its id."
+            )
+        return cls(snapshot)
+
+    def paths(self) -> list[str]:
+        return [entry["path"] for entry in self.snapshot.manifest]
+
+    def has_file(self, path: str) -> bool:
+        return self.snapshot.entry(path) is not None
+
+    def commit(self, workspace, user) -> Snapshot:
+        return self.snapshot
+
+    def discard(self) -> None:
+        """Nothing was staged."""
+
+
 # Staging ---------------------------------------------------------------------------------------------------
 
 
@@ -480,8 +549,28 @@ def _stage_ignore_file(staged, archive, files, budget: Budget) -> pathspec.GitIg
         return pathspec.GitIgnoreSpec.from_lines([])
     with archive.open(members[chosen]) as source:
         staged.add(chosen, source, budget)
-    text = staged.read_staged(chosen).decode("utf-8-sig", errors="replace")
-    return pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+    return ignore_rules(staged.read_staged(chosen), chosen)
+
+
+def ignore_rules(content: bytes, name: str) -> pathspec.GitIgnoreSpec:
+    """The rules of an ignore file (gitignore syntax, UTF-8 with an optional BOM; undecodable bytes replaced).
+
+    Raises SnapshotError naming the first line that is not a pattern (a trailing lone backslash, a reversed range).
+    The SDK reads ignore files the same way (`sdk/studio_sdk/_gitignore.py`); a test compares the two."""
+    lines = content.decode("utf-8-sig", errors="replace").splitlines()
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+    except (ValueError, re.error):
+        pass
+    for number, line in enumerate(lines, 1):
+        try:
+            pathspec.GitIgnoreSpec.from_lines([line])
+        except (ValueError, re.error) as exc:
+            raise SnapshotError(
+                f"Line {number} of {name} ({visible(line[:80])!r}) is not a valid pattern ({exc}); "
+                "fix it or remove it (escape a trailing backslash as \\\\, write ranges low to high)."
+            ) from None
+    raise SnapshotError(f"{name} could not be read as gitignore patterns; check its lines.")
 
 
 def _check_not_empty(kept: list, ignore_file: str) -> None:

@@ -1,4 +1,5 @@
-"""Submitting a run: store the snapshot, create the run as Queued, enqueue it once the transaction commits."""
+"""Submitting a run: store the snapshot, create the run as Queued (with the parameters its arguments hold and the git
+information the client sent), enqueue it once the transaction commits."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from django.db import transaction
 
 from environments import builds
 from environments.models import Environment
-from runs.models import Experiment, Run, RunStatus, RunStatusChange
+from runs import gitinfo, parameters
+from runs.models import Experiment, ParameterSource, Run, RunStatus, RunStatusChange
 from runs.queueing import enqueue
 from runs.snapshots import StagedSnapshot
 from studio.models import ComputeTarget, Workspace
@@ -32,9 +34,11 @@ def submit_run(
     environment=None,
     packages: str = "",
     resources: dict | None = None,
+    git: dict | None = None,
 ) -> Run:
     """Create the run as Queued and enqueue it after commit. Inline `packages` make an anonymous environment
-    (found again by its hash); on a Docker target a managed environment's image starts building now."""
+    (found again by its hash); on a Docker target a managed environment's image starts building now. The arguments'
+    `--name value` options become the run's parameters; `git` is checked git information (gitinfo.check)."""
     with transaction.atomic():
         if packages:
             environment = Environment.anonymous_for(workspace, packages, user)
@@ -58,6 +62,9 @@ def submit_run(
             resources=resources or {},
             status=RunStatus.QUEUED,
         )
+        parameters.store(run, parameters.from_arguments(run.arguments), source=ParameterSource.ARGUMENTS)
+        if git:
+            gitinfo.store(run, git)
         if environment is not None and compute_target.kind == ComputeTarget.Kind.DOCKER:
             builds.ensure_image(environment)
         RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)

@@ -26,11 +26,16 @@ from django.conf import settings
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+def root() -> Path:
+    """The folder of the store (blob paths are `root()/<sha[:2]>/<sha[2:]>`)."""
+    return Path(settings.DATA_DIR) / "blobs"
+
+
 def path(sha256: str) -> Path:
     """Where the blob with this sha256 (64 lowercase hex digits) lives. ValueError for anything else."""
     if not SHA256.fullmatch(sha256):
         raise ValueError(f"Not a sha256 digest: {sha256!r}")
-    return Path(settings.DATA_DIR) / "blobs" / sha256[:2] / sha256[2:]
+    return root() / sha256[:2] / sha256[2:]
 
 
 def exists(sha256: str) -> bool:
@@ -41,15 +46,17 @@ def open_blob(sha256: str) -> BinaryIO:
     return open(path(sha256), "rb")
 
 
-def store(staged: Path, sha256: str) -> None:
+def store(staged: Path, sha256: str, *, synced: bool = False) -> None:
     """Move a staged file (whose sha256 the caller computed while writing it) into the store, unless a blob with that
-    content is already there; then the staged copy is left for the caller's staging directory to remove."""
+    content is already there; then the staged copy is left for the caller's staging directory to remove. `synced`: the
+    caller already flushed it to disk (fsync), so it is not done again."""
     blob = path(sha256)
     if blob.exists():
         return
     blob.parent.mkdir(parents=True, exist_ok=True)
-    with open(staged, "rb") as handle:
-        os.fsync(handle.fileno())
+    if not synced:
+        with open(staged, "rb") as handle:
+            os.fsync(handle.fileno())
     os.chmod(staged, 0o444)
     os.replace(staged, blob)
 

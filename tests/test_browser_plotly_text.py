@@ -1,6 +1,6 @@
 """Names a user or a script chose are text in charts, never markup: in a real browser, a run named
-`<a href=...>` makes no link in the compare chart's hover label, and an argument named `--<b>lr</b>` is drawn as
-written in the parallel-coordinates chart; a series named with `<br>` keeps it as text in the run page's chart."""
+`<a href=...>` makes no link in the compare chart's hover label, and a parameter named `<b>lr</b>` (stored directly:
+the API refuses such names) is drawn as written in the parallel-coordinates chart; a series named with `<br>` keeps it as text in the run page's chart."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from runs import metrics
+from runs import metrics, parameters
 from runs.models import RunStatus
 from tests.conftest import PASSWORD, make_run
 
@@ -31,11 +31,11 @@ def test_names_are_shown_as_written_in_every_chart(cast, workspace, worker, web,
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     runs = [
-        finished(make_run(workspace, cast["carol"], experiment="markup", display_name=LINK_NAME,
-                          arguments=["--<b>lr</b>", "0.1"])),
-        finished(make_run(workspace, cast["carol"], experiment="markup", display_name="plain",
-                          arguments=["--<b>lr</b>", "0.01"])),
+        finished(make_run(workspace, cast["carol"], experiment="markup", display_name=LINK_NAME)),
+        finished(make_run(workspace, cast["carol"], experiment="markup", display_name="plain")),
     ]
+    for run, rate in zip(runs, ("0.1", "0.01"), strict=True):
+        parameters.row(run, "<b>lr</b>", rate, "script").save()
     for index, run in enumerate(runs):
         metrics.append_points(run, "loss<br>val", [(step, 1.0 / (step + 1 + index), float(step)) for step in range(20)])
     page = browser.new_context(viewport={"width": 1280, "height": 1200}).new_page()

@@ -1,7 +1,8 @@
 """Train a small classifier on scikit-learn's bundled digits data set, and tell the studio how it went.
 
-Logs loss and accuracy per epoch, a child run per learning rate when asked to sweep, the final confusion matrix as a
-table, per-class accuracy as rows, and a picture of misclassified digits; writes the model to ./outputs/model.pkl and,
+Logs its learning rate and epochs as parameters, loss and accuracy per epoch, a child run per learning rate when
+asked to sweep (each with its own learning rate as a parameter, so the compare page lines them up), the final
+confusion matrix as a table, per-class accuracy as rows, and a picture of misclassified digits; writes the model to ./outputs/model.pkl and,
 with --register NAME, registers it as the next version of the model NAME. Outside the studio the same script runs as
 is: the SDK prints what it would have recorded.
 
@@ -23,6 +24,8 @@ from studio_sdk import Run
 
 def train(run, data, epochs: int, learning_rate: float, seed: int, pause: float):
     x_train, x_test, y_train, y_test, classes = data
+    run.log_param("learning_rate", learning_rate)  # replaces the value the studio read from --learning-rate
+    run.log_param("epochs", epochs)
     model = SGDClassifier(loss="log_loss", learning_rate="constant", eta0=learning_rate, random_state=seed)
     accuracy = 0.0
     for epoch in range(1, epochs + 1):

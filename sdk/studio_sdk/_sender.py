@@ -5,7 +5,7 @@ The script's threads only append to a `collections.deque` (atomic, no lock): a s
 seconds and sends when 50,000 points are waiting, when the oldest waiting record is 0.5 s old, or when someone
 flushes. A batch is the longest stretch of points, entries and tags (up to 50,000 points) before the next image,
 file, status or flush marker; it becomes, per run and in first-seen order, one metrics request (split further if
-it would pass MAX_BODY), one entries request and one tags request. So the requests for one run reach the server in
+it would pass MAX_BODY), one entries request, one tags request and one parameters request. So the requests for one run reach the server in
 the order the script made the calls.
 
 Each series travels as columns packed in binary (`packed`: base64 of little-endian float64 steps, values and times,
@@ -41,7 +41,7 @@ RUN, NAME, DESCRIPTION, STEP, VALUE, TIME = range(6)
 
 
 class Op:
-    """A queued record that is not a scalar point. `kind` is entries, tags, image, file, status or flush."""
+    """A queued record that is not a scalar point. `kind` is entries, tags, params, image, file, status or flush."""
 
     __slots__ = ("kind", "run_id", "payload", "time", "done")
 
@@ -54,7 +54,7 @@ class Op:
 
     @property
     def batchable(self) -> bool:
-        return self.kind in ("entries", "tags")
+        return self.kind in ("entries", "tags", "params")
 
     def __len__(self) -> int:  # how many records this op stands for, in messages about dropped data
         return len(self.payload) if self.kind == "entries" else 1
@@ -183,7 +183,7 @@ class Sender:
         """Take one batch from the front of the queue and send it, or handle the one op at the front."""
         queue = self.queue
         popleft = queue.popleft
-        runs: dict = {}  # run_id -> {"series": {name: series}, "entries": [...], "tags": {...}}
+        runs: dict = {}  # run_id -> {"series": {name: series}, "entries": [...], "tags": {...}, "params": {...}}
         points = 0
         while points < BATCH_POINTS and queue:
             item = queue[0]
@@ -195,19 +195,19 @@ class Sender:
                     groups.setdefault((item[RUN], item[NAME]), []).append(item)
                     points += 1
                 for (run_id, name), group in groups.items():
-                    per_run = runs.setdefault(run_id, {"series": {}, "entries": [], "tags": {}})
+                    per_run = runs.setdefault(run_id, _per_run())
                     series = per_run["series"].get(name)
                     if series is None:
                         series = per_run["series"][name] = Columns(name)
                     series.add(group)
             elif item.batchable:
                 popleft()
-                per_run = runs.setdefault(item.run_id, {"series": {}, "entries": [], "tags": {}})
+                per_run = runs.setdefault(item.run_id, _per_run())
                 if item.kind == "entries":
                     per_run["entries"].extend(item.payload)
                     points += len(item.payload)
                 else:
-                    per_run["tags"].update(item.payload)
+                    per_run[item.kind].update(item.payload)
             else:
                 if not runs:
                     popleft()
@@ -220,6 +220,9 @@ class Sender:
                 self._send_entries(run_id, per_run["entries"])
             if per_run["tags"]:
                 self._deliver(f"tags of run {run_id}", 1, f"/api/v1/runs/{run_id}/tags", _strict_json({"tags": per_run["tags"]}))
+            if per_run["params"]:
+                self._deliver(f"parameters of run {run_id}", 1, f"/api/v1/runs/{run_id}/parameters",
+                              _strict_json({"parameters": per_run["params"]}))
 
     def _handle(self, op: Op) -> None:
         path = f"/api/v1/runs/{op.run_id}"
@@ -296,6 +299,10 @@ class Sender:
         if key not in self._reported:
             self._reported.add(key)
             _warn(message + " (shown once)")
+
+
+def _per_run() -> dict:
+    return {"series": {}, "entries": [], "tags": {}, "params": {}}
 
 
 class Columns:

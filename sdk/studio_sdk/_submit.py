@@ -1,19 +1,14 @@
 """What `Experiment.submit` and `studio experiment submit` send: the source folder as a snapshot (only the files the
-studio lacks, when it can say which; else the folder as one archive, ignore files applied by the server), the run's
-configuration, and git information when the folder is in a repository."""
+studio lacks: `_snapshot`, with `.amlignore` winning over `.gitignore` as on the server), the run's configuration,
+and git information when the folder is in a repository (`_git`)."""
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import shlex
-import zipfile
 from pathlib import Path
 
 from studio_sdk._api import StudioError
-
-MAX_ARCHIVE_BYTES = 300 * 1024 * 1024
 
 
 def configuration(config, tags: dict | None = None) -> dict:
@@ -41,26 +36,6 @@ def configuration(config, tags: dict | None = None) -> dict:
     return fields
 
 
-def _archive(folder: Path) -> bytes:
-    """The folder as a zip (the server applies .amlignore / .gitignore and the snapshot limits)."""
-    buffer = io.BytesIO()
-    total = 0
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for root, dirs, files in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if d not in (".git", "__pycache__") and not
-                             os.path.islink(os.path.join(root, d)))
-            for name in sorted(files):
-                path = Path(root) / name
-                if path.is_symlink() or not path.is_file():
-                    continue
-                total += path.stat().st_size
-                if total > MAX_ARCHIVE_BYTES:
-                    raise StudioError(f"{folder} holds more than {MAX_ARCHIVE_BYTES:,} bytes: list what is not "
-                                      "source in .amlignore.")
-                archive.write(path, path.relative_to(folder).as_posix())
-    return buffer.getvalue()
-
-
 def submit(workspace, experiment: str, config, *, tags: dict | None = None) -> dict:
     config._workspace = workspace
     folder = Path(config.source_directory)
@@ -77,21 +52,20 @@ def submit(workspace, experiment: str, config, *, tags: dict | None = None) -> d
         raise StudioError("Name the script to run (ScriptRunConfig(script=...)).")
     if not (folder / config.script).is_file():
         raise StudioError(f"{config.script} is not a file of {folder}.")
-    snapshot = _sync(workspace, folder)
-    if snapshot is not None:
-        fields["snapshot_id"] = str(snapshot)
-        return workspace.api.multipart(workspace.path("/runs"), fields, [])
-    return workspace.api.multipart(workspace.path("/runs"), fields,
-                                   [("source", f"{folder.resolve().name or 'source'}.zip", _archive(folder))])
+    fields["snapshot_id"] = str(_sync(workspace, folder))
+    return workspace.api.multipart(workspace.path("/runs"), fields, [])
 
 
 def _sync(workspace, folder: Path):
-    """The snapshot id after sending only what the studio lacks; None when this SDK or server cannot."""
+    """The snapshot id after sending only the files the studio lacks (resumable, in parallel: `_snapshot`)."""
+    from studio_sdk import _snapshot
+
     try:
-        from studio_sdk import _snapshot
-    except ImportError:
-        return None
-    snapshot_id, _stats = _snapshot.upload_folder(workspace.api, workspace.name, folder)
+        snapshot_id, stats = _snapshot.upload_folder(_snapshot.Http(workspace.api.url, workspace.api.token),
+                                                     workspace.name, folder)
+    except _snapshot.SnapshotError as error:
+        raise StudioError(str(error), error.status) from None
+    workspace.last_upload = stats
     return snapshot_id
 
 

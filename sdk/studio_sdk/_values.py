@@ -135,6 +135,53 @@ def tags(mapping) -> dict:
     return result
 
 
+MAX_PARAM_NAME = 250
+MAX_PARAM_VALUE = 6000
+MAX_PARAMS = 500
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+
+
+def param_value(name: str, value):
+    """A parameter's value as JSON will carry it: text, a finite number or a bool (numpy scalars become Python ones).
+
+    Anything else is refused rather than turned into text silently: pass str(value) or json.dumps(value) yourself.
+    """
+    if hasattr(value, "item") and type(value).__module__ == "numpy":
+        value = value.item()
+    if isinstance(value, (bool, str)):
+        if isinstance(value, str):
+            if len(value) > MAX_PARAM_VALUE:
+                raise ValueError(f"The value of parameter {name!r} is {len(value)} characters; keep it to {MAX_PARAM_VALUE}.")
+            if "\x00" in value or _BIDI.search(value):
+                raise ValueError(f"The value of parameter {name!r} holds a NUL or direction control character.")
+        return value
+    if isinstance(value, int):
+        if abs(value) > 2**63 - 1:
+            raise ValueError(f"The value of parameter {name!r} is too large an integer; log it as text.")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"The value of parameter {name!r} must be a finite number (or text such as 'nan').")
+        return value
+    raise TypeError(f"The value of parameter {name!r} must be text, a number or a bool, not {type(value).__name__}: "
+                    "log str(value) or json.dumps(value).")
+
+
+def params(mapping) -> dict:
+    """Parameter names to values (see param_value); names follow the metric name rules, at most 250 characters."""
+    if not isinstance(mapping, dict):
+        raise TypeError(f"Parameters are a dict of name to value, not {type(mapping).__name__}.")
+    if len(mapping) > MAX_PARAMS:
+        raise ValueError(f"A run holds at most {MAX_PARAMS} parameters ({len(mapping)} given).")
+    result = {}
+    for key, value in mapping.items():
+        check_name(key, "parameter name")
+        if len(key) > MAX_PARAM_NAME:
+            raise ValueError(f"Parameter names are at most {MAX_PARAM_NAME} characters: {key[:40]!r}...")
+        result[key] = param_value(key, value)
+    return result
+
+
 def output_path(name) -> str:
     """A relative path under the run's outputs, with forward slashes and nothing that climbs out of it."""
     if isinstance(name, os.PathLike):

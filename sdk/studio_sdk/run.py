@@ -38,6 +38,7 @@ class Run:
         self._backend = backend
         self._point = backend.point
         self._tags: dict = {}
+        self._params: dict = {}
         self.parent = parent
 
     @classmethod
@@ -126,6 +127,26 @@ class Run:
     def get_tags(self) -> dict:
         """All tags of the run: the studio's, updated with the ones this process set (which may not be sent yet)."""
         return {**self._backend.server_tags(), **self._tags}
+
+    # Parameters ---------------------------------------------------------------------------------------------------
+    def log_param(self, name: str, value) -> None:
+        """Record a parameter of the run: text, a number or a bool (e.g. run.log_param("learning_rate", 0.01)).
+
+        It shows on the run's page, as a column of the experiment's runs table and on the compare page. A value the
+        script logs replaces the one the studio read from the run's `--name value` arguments; logging a name again
+        replaces its value.
+        """
+        self.set_params({name: value})
+
+    def set_params(self, params: dict) -> None:
+        """Record several parameters at once: run.set_params({"learning_rate": 0.01, "epochs": 20})."""
+        checked = _values.params(params)
+        self._params.update(checked)
+        self._backend.params(checked)
+
+    def get_params(self) -> dict:
+        """The parameters this process logged (those parsed from the arguments are on the run's page)."""
+        return dict(self._params)
 
     # Files --------------------------------------------------------------------------------------------------------
     def upload_file(self, name: str, path_or_stream) -> None:
@@ -241,6 +262,9 @@ class _OnlineBackend:
     def tags(self, tags: dict) -> None:
         self.sender.put(Op("tags", self.run_id, tags))
 
+    def params(self, params: dict) -> None:
+        self.sender.put(Op("params", self.run_id, params))
+
     def upload(self, kind: str, name: str, filename: str, content: bytes, content_type: str) -> None:
         self.sender.put(Op(kind, self.run_id, (name, filename, content, content_type)))
 
@@ -336,6 +360,9 @@ class _OfflineBackend:
 
     def tags(self, tags: dict) -> None:
         self._say("tags: " + ", ".join(k if v is None else f"{k}={v}" for k, v in tags.items()))
+
+    def params(self, params: dict) -> None:
+        self._say("parameters: " + ", ".join(f"{k}={_show(v)}" for k, v in params.items()))
 
     def upload(self, kind: str, name: str, filename: str, content: bytes, content_type: str) -> None:
         self._say(f"{kind} {name} ({filename}, {len(content)} bytes)")

@@ -97,6 +97,26 @@ def test_submit_a_folder_follow_it_live_and_use_what_it_made(ws, project, worker
     assert (tmp_path / "model" / "model" / "weights.bin").read_bytes() == b"w" * 1000  # paths as registered
 
 
+def test_a_run_submitted_from_a_git_checkout_records_where_its_source_came_from(ws, project, worker):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args], cwd=project, check=True,
+                       capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    git("remote", "add", "origin", "https://alice:s3cret@git.example.com/lab/digits.git")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    (project / "helper.py").write_text("X = 42\n")
+    run = Experiment(ws, "sdk-git").submit(ScriptRunConfig(project, "train.py"))
+    info = run.get_details()["git"]
+    assert info["remote_url"] == "https://git.example.com/lab/digits.git"  # the password never leaves the laptop
+    assert info["branch"] == "main" and len(info["commit"]) == 40 and info["dirty"] is True
+    assert "+X = 42" in info["diff"]
+    run.cancel()
+
+
 def test_a_failed_run_raises_with_its_reason_and_refusals_carry_the_server_message(ws, project, worker):
     run = Experiment(ws, "sdk-e2e").submit(ScriptRunConfig(project, "train.py", arguments=["--fail"]))
     with pytest.raises(StudioError, match="failed"):

@@ -1,5 +1,5 @@
 """The compare page: 2-10 runs of an experiment, their metrics overlaid (one trace per run), their configuration
-differences, and their numeric arguments in parallel coordinates against a final metric."""
+differences (parameters included), and their numeric parameters in parallel coordinates against a final metric."""
 
 from __future__ import annotations
 
@@ -147,10 +147,10 @@ def test_the_differences_table_puts_differing_settings_first_and_identical_ones_
     page = client.get(URL, query(*pair)).content.decode()
     differing = re.search(r'<tbody id="differing-settings">(.*?)</tbody>', page, re.S).group(1)
     identical = re.search(r'<table class="grid compare-config" id="identical-settings">(.*?)</table>', page, re.S).group(1)
-    assert "<code>--lr</code></th><td><code>0.01</code></td><td><code>0.1</code></td>" in differing
+    assert '<span class="muted">parameter</span> <code>lr</code></th><td><code>0.01</code></td><td><code>0.1</code></td>' in differing
     assert "<code>variant</code></th><td><code>a</code></td><td><code>b</code></td>" in differing
-    assert "<code>MODE</code>" in differing and "<code>--optimizer</code>" in differing
-    assert "<code>--epochs</code>" not in differing and "<code>--epochs</code>" in identical
+    assert "<code>MODE</code>" in differing and "<code>optimizer</code>" in differing
+    assert "<code>epochs</code>" not in differing and "<code>epochs</code>" in identical
     for alike in ("team", "SEED", "Entry script", "Compute target"):
         assert alike not in differing and alike in identical
     assert "identical settings" in page
@@ -160,14 +160,14 @@ def test_a_setting_only_one_run_has_shows_as_not_set_for_the_other(client, cast,
     c = make_run(workspace, cast["carol"], experiment="mnist", arguments=["--lr", "0.5", "--fp16"])
     login(client, cast["alice"])
     differing = re.search(r'<tbody id="differing-settings">(.*?)</tbody>', client.get(URL, query(pair[0], c)).content.decode(), re.S).group(1)
-    assert "<code>--fp16</code></th><td><span class=\"muted\">not set</span></td><td><span class=\"muted\">(empty)</span></td>" in differing
+    assert "<code>fp16</code></th><td><span class=\"muted\">not set</span></td><td><code>true</code></td>" in differing
 
 
-def test_parallel_coordinates_plot_numeric_arguments_against_the_target_metric(client, cast, pair):
+def test_parallel_coordinates_plot_numeric_parameters_against_the_target_metric(client, cast, pair):
     login(client, cast["alice"])
     parcoords = embedded(client.get(URL, query(*pair)))["parcoords"]
     assert parcoords["target"] == "accuracy"  # the first chosen metric
-    assert [d["label"] for d in parcoords["dimensions"]] == ["--epochs", "--lr", "accuracy"]
+    assert [d["label"] for d in parcoords["dimensions"]] == ["epochs", "lr", "accuracy"]
     assert parcoords["dimensions"][1]["values"] == [0.01, 0.1]
     final = [1 - 1 / 29, 1 - 2 / 29]
     assert parcoords["color"] == pytest.approx(final) and parcoords["runs"] == [pair[0].pk, pair[1].pk]
@@ -189,19 +189,19 @@ def test_runs_without_the_target_or_a_numeric_value_are_left_out_with_a_note(cli
     d = make_run(workspace, cast["carol"], experiment="mnist", arguments=["--lr", "fast", "--epochs", "7"])
     append_points(d, "loss", [(None, 0.3, 0.0)])
     response = client.get(URL, query(*pair, d, metric="loss"))
-    assert [dim["label"] for dim in embedded(response)["parcoords"]["dimensions"]] == ["--epochs", "loss"]
-    assert "Not a number in every run, so not plotted: --lr." in text(response)
+    assert [dim["label"] for dim in embedded(response)["parcoords"]["dimensions"]] == ["epochs", "loss"]
+    assert "Not a number in every run, so not plotted: lr." in text(response)
 
 
-def test_runs_without_any_numeric_argument_are_left_out_of_the_parallel_coordinates(client, cast, pair):
+def test_runs_without_any_numeric_parameter_are_left_out_of_the_parallel_coordinates(client, cast, pair):
     child = pair[0].create_child("fold 1")
     append_points(child, "loss", [(None, 0.5, 0.0)])
     login(client, cast["alice"])
     response = client.get(URL, query(*pair, child, metric="loss"))
     parcoords = embedded(response)["parcoords"]
     assert parcoords["runs"] == [pair[0].pk, pair[1].pk]
-    assert [d["label"] for d in parcoords["dimensions"]] == ["--epochs", "--lr", "loss"]
-    assert "Left out, no numeric arguments: fold 1 #" in text(response)
+    assert [d["label"] for d in parcoords["dimensions"]] == ["epochs", "lr", "loss"]
+    assert "Left out, no numeric parameters: fold 1 #" in text(response)
 
 
 def test_the_page_draws_with_the_studios_own_plotly(client, cast, pair):

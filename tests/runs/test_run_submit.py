@@ -268,9 +268,7 @@ def test_it_refuses_an_unknown_compute_target(client, cast, workspace, data_dir)
     login(client, cast["carol"])
     response = client.post(URL, form_data(compute_target="gpu-cluster"))
     assert response.status_code == 400
-    assert field_errors(response, "compute_target") == [
-        "Select a valid choice. That choice is not one of the available choices."
-    ]
+    assert field_errors(response, "compute_target") == ["No compute target named gpu-cluster in this workspace."]
     assert nothing_was_stored(data_dir)
 
 

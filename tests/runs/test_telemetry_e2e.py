@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from runs import storage
+from runs import parameters, storage
 from runs.models import MetricEntry, MetricSeries, Run, RunStatus
 from tests import services
 from tests.conftest import login, py_upload
@@ -60,6 +60,11 @@ def test_the_examples_metrics_table_image_and_child_runs_arrive(client, cast, wo
     assert [child.display_name for child in children] == ["lr=0.001", "lr=0.1"]
     assert all(child.status == RunStatus.COMPLETED for child in children)
     assert all(len(values(child, "loss")) == 5 and len(values(child, "final_accuracy")) == 1 for child in children)
+    # Each child logged its learning rate (the compare page lines them up by it); the parent's replace the parsed ones.
+    assert [parameters.as_dict(child) for child in children] == [{"epochs": 5, "learning_rate": 0.001},
+                                                                {"epochs": 5, "learning_rate": 0.1}]
+    assert parameters.as_dict(run) == {"epochs": 5, "learning_rate": 0.01, "pause": "0.4",
+                                       "register": "digits-classifier", "sweep": "0.001,0.1"}
     assert MetricSeries.objects.filter(run=run, name="sys/cpu_percent").exists()
     assert values(run, "sys/memory_rss_mb")[0] > 10
     # --register: the model, read without unpickling it (a real scikit-learn pickle), with the run as lineage.
