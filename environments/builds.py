@@ -30,6 +30,7 @@ from studio.docker_engine import EngineError, build_client
 
 logger = logging.getLogger(__name__)
 STEP = re.compile(r"^Step \d+/\d+ : ")
+CERTIFICATE_FAILURE = re.compile(r"CERTIFICATE_VERIFY_FAILED|certificate verify failed", re.IGNORECASE)
 
 
 class BuildError(Exception):
@@ -161,12 +162,31 @@ class ImageBuild:
                     yield "out", clean
 
     def _fail(self, step: str, lines: list[str], error: Exception) -> None:
-        tail = "\n".join(lines[-30:])
         self.image.transition(
             BuildStatus.FAILED, from_states=(BuildStatus.BUILDING,), ended_at=timezone.now(),
-            failed_step=step, error=f"{error}\n{tail}".strip()[:20_000],
+            failed_step=step, error=failure_text(error, lines),
         )
         live.append_status(self.key, BuildStatus.FAILED)
+
+
+def certificate_hint(text: str) -> str:
+    """What to set when the build failed to verify a certificate (pip behind a TLS-inspecting proxy, say); else ""."""
+    if not CERTIFICATE_FAILURE.search(text):
+        return ""
+    if settings.STUDIO_BUILD_CA_BUNDLE:
+        return (f"A certificate could not be verified although STUDIO_BUILD_CA_BUNDLE is set "
+                f"({settings.STUDIO_BUILD_CA_BUNDLE}): make sure that file holds the certificate of your proxy or "
+                "package index (PEM), restart the studio, then rebuild.")
+    return ("A certificate could not be verified (a TLS-inspecting proxy or a private package index?): set "
+            "STUDIO_BUILD_CA_BUNDLE to a CA bundle file (PEM) that holds its certificate, restart the studio, "
+            "then rebuild. The bundle is copied into the build and pip trusts it.")
+
+
+def failure_text(error: Exception | str, lines: list[str]) -> str:
+    """The stored error of a failed build: the error and the failed step's last lines, a certificate hint first."""
+    text = f"{error}\n" + "\n".join(lines[-30:])
+    hint = certificate_hint(f"{error}\n" + "\n".join(lines))
+    return f"{hint}\n\n{text.strip()}".strip()[:20_000] if hint else text.strip()[:20_000]
 
 
 def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -202,9 +222,11 @@ def ensure_on_engine(image: EnvironmentImage, client) -> None:
     job = ImageBuild(image)
     try:
         job.build_with(client)
-    except (docker.errors.DockerException, OSError) as error:
+    except (BuildError, docker.errors.DockerException, OSError) as error:
+        hint = certificate_hint(f"{error}\n" + "\n".join(job.lines))
         raise BuildError(f"The image {image.name} is not on this target's engine and building it there failed "
-                         f"{('at ' + job.failed_step) if job.failed_step else ''}: {error}") from None
+                         f"{('at ' + job.failed_step) if job.failed_step else ''}: {error}"
+                         + (f" {hint}" if hint else "")) from None
 
 
 def build_or_wait(image: EnvironmentImage, *, stop_check, poll_seconds: float = 0.5) -> EnvironmentImage:
@@ -221,7 +243,9 @@ def build_or_wait(image: EnvironmentImage, *, stop_check, poll_seconds: float = 
             return image
         if image.status == BuildStatus.FAILED:
             step = f" at {image.failed_step}" if image.failed_step else ""
-            raise BuildError(f"The environment's image failed to build{step}: see the build log.")
+            hint = certificate_hint(image.error)
+            raise BuildError(f"The environment's image failed to build{step}: see the build log."
+                             + (f" {hint}" if hint else ""))
         reason = stop_check()
         if reason:
             raise InterruptedError(reason)

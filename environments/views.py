@@ -121,15 +121,19 @@ def _image_message(access: Access, image: EnvironmentImage, existed: bool) -> tu
 
 
 def _save_version(request, access: Access, form: EnvironmentForm) -> Environment:
+    """Saving builds nothing: the image is built when a run or deployment on a Docker target needs it, or on Build."""
     with transaction.atomic():
         env = form.environment(request.user)
         env.save_new_version()
-        existed = env.needs_image and EnvironmentImage.objects.filter(definition_hash=env.definition_hash).exists()
-        image = builds.ensure_image(env)
     messages.success(request, f"Saved {env.name} version {env.version}.")
-    if image is not None:
-        level, text = _image_message(access, image, existed)
-        messages.add_message(request, level, text)
+    if env.needs_image:
+        image = EnvironmentImage.objects.filter(definition_hash=env.definition_hash).first()
+        if image is None:
+            messages.info(request, "No image yet: it is built when a run or deployment on a Docker target needs it, "
+                                   "or when you choose Build the image. Local runs use a virtualenv and need none.")
+        else:
+            level, text = _image_message(access, image, True)
+            messages.add_message(request, level, text)
     return env
 
 

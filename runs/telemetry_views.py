@@ -27,7 +27,8 @@ from studio.downloads import file_response
 from studio.forms import valid_query
 
 MAX_TABLE_ROWS = 1_000  # rows shown of a `row` series (the latest) or of a logged table
-MAX_CHART_COLUMNS = 8  # numeric columns drawn in a table's small chart
+MAX_CHART_COLUMNS = 8  # numeric columns drawn in a table's chart (the note says how many there are)
+MAX_HEATMAP = 100  # a square table up to this many columns is drawn as a heatmap
 MAX_IMAGES = 12  # latest images shown per image series
 MAX_CHILDREN = 200
 CHILD_METRICS = 3
@@ -148,24 +149,50 @@ def _x_column(rows: list[tuple[int, dict]], columns: list[str]) -> str | None:
     return columns[0] if np.all(np.isfinite(numbers)) and np.all(np.diff(numbers) > 0) else None
 
 
-def _table(columns: list[str], rows: list[tuple[int, dict]], total: int) -> dict:
-    """A sortable table and a small chart of its numeric columns, against the row number or an increasing first
-    column such as the epoch."""
+def _heatmap(columns: list[str], rows: list[tuple[int, dict]]) -> dict | None:
+    """A square block of finite numbers (a confusion matrix: as many rows as numeric columns), as a heatmap's z with
+    the column names along x and the row numbers along y; a first column of labels, when there is one more column
+    than rows, names the rows instead."""
+    label, values = (columns[0], columns[1:]) if len(columns) == len(rows) + 1 else (None, columns)
+    if not 2 <= len(values) <= MAX_HEATMAP or len(values) != len(rows):
+        return None
+    z = []
+    for _, row in rows:
+        numbers = [_number_or_none(row.get(col)) for col in values]
+        if any(n is None or not math.isfinite(n) for n in numbers):
+            return None
+        z.append([int(n) if n == int(n) and abs(n) < 2**53 else n for n in numbers])
+    y = [str(row.get(label)) for _, row in rows] if label else [str(index) for index, _ in rows]
+    return {"z": z, "x": values, "y": y, "x_title": "column", "y_title": label or "row"}
+
+
+def _table(columns: list[str], rows: list[tuple[int, dict]], total: int, *, square_as_heatmap: bool = False) -> dict:
+    """A sortable table and a chart chosen by its data: a heatmap when it is a logged table holding a square block of numbers, else its
+    numeric columns (line or bar, the user's choice) against the row number or an increasing first column such as
+    the epoch."""
     body = [{"index": index, "cells": [_cell(row.get(col)) for col in columns]} for index, row in rows]
+    heatmap = _heatmap(columns, rows) if square_as_heatmap and len(rows) == total else None
+    if heatmap:
+        chart = {"traces": [], "heatmap": heatmap}
+        return {"columns": columns, "rows": body, "total": total, "shown": len(rows), "chart": chart}
     x_column = _x_column(rows, columns)
     x_of = {index: _number_or_none(row[x_column]) for index, row in rows} if x_column else {}
-    traces = []
+    traces, numeric = [], 0
     for col in columns:
         numbers = None if col == x_column else _numeric_column(rows, col)
         if numbers is None:
+            continue
+        numeric += 1
+        if len(traces) == MAX_CHART_COLUMNS:
             continue
         x = np.array([x_of.get(i, i) for i, _ in numbers], dtype=np.float64)
         y = np.array([n for _, n in numbers], dtype=np.float64)
         keep = metrics.downsample_indices(y, metrics.CHART_POINTS)
         traces.append({"name": col, **chart_trace(x[keep], y[keep])})
-        if len(traces) == MAX_CHART_COLUMNS:
-            break
-    chart = {"traces": traces, "x_title": x_column or "row", "legend": True} if traces and len(rows) > 1 else None
+    chart = None
+    if traces and len(rows) > 1:
+        chart = {"traces": traces, "x_title": x_column or "row", "legend": True, "switchable": True,
+                 "columns": numeric}
     return {"columns": columns, "rows": body, "total": total, "shown": len(rows), "chart": chart}
 
 
@@ -184,7 +211,7 @@ def _logged_table(data) -> dict:
     length = max((len(values) for values in data.values()), default=0)
     shown = min(length, MAX_TABLE_ROWS)
     rows = [(i, {col: (data[col][i] if i < len(data[col]) else None) for col in columns}) for i in range(shown)]
-    return _table(columns, rows, length)
+    return _table(columns, rows, length, square_as_heatmap=True)
 
 
 def _list_chart(data) -> dict | None:
@@ -235,11 +262,12 @@ def _children(run: Run) -> dict | None:
 
 
 def _version(run: Run) -> str:
-    """Changes when the tab's layout would: a new series, a new row/table/image entry, a new child run."""
+    """Changes when the tab's layout would: a new series, a new row/table/image entry, a child run started or ended."""
     summary = MetricSeries.objects.filter(run=run).aggregate(
         series=Count("id"), entries=Sum("count", filter=~Q(kind=MetricKind.SCALAR), default=0)
     )
-    return f"{summary['series']}.{summary['entries']}.{Run.objects.filter(parent=run).count()}"
+    children = Run.objects.filter(parent=run).aggregate(n=Count("id"), ended=Count("ended_at"))
+    return f"{summary['series']}.{summary['entries']}.{children['n']}.{children['ended']}"
 
 
 def _telemetry(run: Run) -> dict:

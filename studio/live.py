@@ -65,6 +65,18 @@ def append_status(key: str, status: str) -> None:
         logger.warning("Could not publish status %s to Redis stream %s", status, key, exc_info=True)
 
 
+def append_event(key: str, kind: str, fields: dict[str, str]) -> None:
+    """An event of the app's own (`{"k": kind, **fields}`, e.g. a new metric point), passed on by the SSE stream as
+    it is. Best effort like a status: the database holds the truth, so an outage only delays pages."""
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.xadd(key, {"k": kind, **fields}, maxlen=settings.STUDIO_LOG_STREAM_MAXLEN, approximate=True)
+        pipe.expire(key, STREAM_TTL_SECONDS)
+        pipe.execute()
+    except redis.RedisError:
+        logger.warning("Could not publish a %s event to Redis stream %s", kind, key, exc_info=True)
+
+
 def claim_note(key: str, ttl_seconds: float) -> bool:
     """True for the first caller in `ttl_seconds` (a Redis SET NX): "do this at most once in a while"."""
     return bool(get_redis().set(key, "1", nx=True, ex=max(1, int(ttl_seconds))))

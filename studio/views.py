@@ -5,17 +5,31 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.templatetags.static import static
+from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
 from studio.access import get_owner_workspace_for_user, get_workspace_for_user
+from studio.context_processors import LAST_WORKSPACE_KEY
 from studio.forms import AddMemberForm, ApiTokenForm, WorkspaceForm
 from studio.models import ApiToken, Membership, Role, Workspace
+from studio.people import InviteForm, pending
+
+
+@require_safe
+def favicon(request):
+    """Browsers ask for /favicon.ico whatever the page links: send them to the icon (its URL may carry a hash)."""
+    return redirect(static("studio/favicon.svg"))
 
 
 @require_GET
 @login_required
 def home(request):
-    workspace = Workspace.objects.for_user(request.user).first()
+    """To the workspace used last (kept in the session by the navigation), else the first one."""
+    workspace = None
+    last = request.session.get(LAST_WORKSPACE_KEY)
+    if last:
+        workspace = Workspace.objects.for_user(request.user).filter(name=last).first()
+    workspace = workspace or Workspace.objects.for_user(request.user).first()
     if workspace is None:
         return redirect("workspace_list")
     return redirect("dashboard", workspace=workspace.name)
@@ -53,13 +67,20 @@ def members(request, workspace: str):
             Membership.objects.create(workspace=access.workspace, user=user, role=form.cleaned_data["role"])
             messages.success(request, f"{user.username} is now a {form.cleaned_data['role']} of {workspace}.")
             return redirect("members", workspace=workspace)
-    memberships = access.workspace.memberships.select_related("user")
-    return render(
-        request,
-        "studio/members.html",
-        {"access": access, "workspace": access.workspace, "memberships": memberships, "form": form},
-        status=400 if form.errors else 200,
-    )
+    return render_members(request, access, form=form, status=400 if form.errors else 200)
+
+
+def render_members(request, access, *, form=None, invite_form=None, status=200, **extra):
+    """The Members page; after an invitation it shows the link to pass on (`invited`, `invite_link`)."""
+    memberships = list(access.workspace.memberships.select_related("user"))
+    for membership in memberships:
+        membership.pending = pending(membership.user)
+    context = {
+        "access": access, "workspace": access.workspace, "memberships": memberships,
+        "form": form or AddMemberForm(workspace=access.workspace), "invite_form": invite_form or InviteForm(prefix="invite"),
+        **extra,
+    }
+    return render(request, "studio/members.html", context, status=status)
 
 
 @require_POST

@@ -67,6 +67,7 @@ def test_a_contributor_submits_the_example_and_watches_it_live_until_its_model_i
         # The page reloads itself when the stream ends: final log, outputs and the Completed badge.
         expect(page.locator(BADGE)).to_have_attribute("data-status", "Completed", timeout=60_000)
         expect(page.locator(BADGE)).to_have_text("Completed")
+        page.click("nav.tabs a[data-tab=outputs]")
         expect(page.locator("#outputs")).to_contain_text("outputs/model.pkl")
         expect(page.locator("#console")).to_contain_text("epoch   8")
         expect(page.locator("#console")).to_contain_text("saved outputs/model.pkl")
@@ -75,6 +76,7 @@ def test_a_contributor_submits_the_example_and_watches_it_live_until_its_model_i
         assert run.status == RunStatus.COMPLETED, run.reason
 
         # Register its model from the run page, then find it on the Models page with its lineage.
+        page.click("nav.tabs a[data-tab=overview]")
         panel = page.locator("#models")
         expect(panel).to_contain_text("Register a model from this run's outputs")
         expect(panel.locator("input[value='outputs/model.pkl']")).to_be_checked()  # offered ticked

@@ -69,12 +69,10 @@ def test_a_reader_opens_the_metrics_tab_of_a_finished_run_and_sees_the_charts(
         expect(page.locator(".who")).to_contain_text("bob")
 
         page.goto(f"{web}/w/{workspace.name}/runs/{run.pk}/")
-        page.click("nav.tabs a[href='#metrics']")
+        page.click("nav.tabs a[data-tab=metrics]")
         expect(page.locator(DRAWN).first).to_be_attached()
         cards = page.locator("#metrics [data-chart]")
         expect(cards).to_have_count(4)  # loss, accuracy, the weights list, the eval rows' numeric columns
-        page.locator("#system").scroll_into_view_if_needed()  # charts are fetched as they come into view
-        expect(page.locator("#system .js-plotly-plot .scatterlayer .trace path").first).to_be_attached()
         loss = page.locator("#metrics [data-chart][data-key='scalar:loss']")
         expect(loss.locator("[data-role=note]")).to_contain_text("1 NaN value")
         expect(loss.locator("[data-role=summary]")).to_contain_text("1,000 points")
@@ -96,8 +94,9 @@ def test_a_reader_opens_the_metrics_tab_of_a_finished_run_and_sees_the_charts(
         expect(table.locator("tbody tr").first.locator("td").first).to_have_text("4")
         expect(table.locator("tbody")).to_contain_text("<b>x</b>")
 
-        page.locator("#metrics").scroll_into_view_if_needed()
         page.screenshot(path=str(tmp_path / "metrics.png"), full_page=True)
+        page.click("nav.tabs a[data-tab=system]")  # its charts are fetched when the tab shows them
+        expect(page.locator("#system .js-plotly-plot .scatterlayer .trace path").first).to_be_attached()
         assert errors == [], errors
     except Exception:
         page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
@@ -129,7 +128,7 @@ def test_the_charts_of_a_live_run_refresh_until_it_ends(cast, workspace, worker,
         page.click("button[type=submit]:has-text('Sign in')")
         expect(page.locator(".who")).to_contain_text("bob")
 
-        page.goto(f"{web}/w/{workspace.name}/runs/{child.pk}/")
+        page.goto(f"{web}/w/{workspace.name}/runs/{child.pk}/?tab=metrics")
         expect(page.locator("#parent-run")).to_have_attribute("href", f"/w/{workspace.name}/runs/{parent.pk}/")
         loss = page.locator("#metrics [data-chart][data-key='scalar:loss']")
         expect(loss.locator(".scatterlayer .trace path").first).to_be_attached()

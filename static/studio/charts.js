@@ -6,7 +6,10 @@
 // Per chart: x-axis choice (step / relative / wall-clock time), log scale, and smoothing (an exponential moving
 // average, TensorBoard style, drawn over the raw trace shown faintly). Non-finite values arrive as null with a
 // `nonfinite` list and are drawn as markers along the top, middle or bottom of the plot, with a note.
-// While the run goes, visible scalar charts refresh every 2 s; they stop when the run is final (from the
+// A scalar series with one point shows as a number; a table chart may be lines or bars (the user's choice) or a
+// heatmap (a square table, such as a confusion matrix, with its column names and row labels along the axes).
+// While the run goes, a `studio:metric` event (the run's live stream, through live_console.js) reloads the named
+// series at once, or the tab's layout when a series is new; visible scalar charts also refresh every 2 s; they stop when the run is final (from the
 // section's data-run-final, a `studio:status` event on <body>, or `final` in the data).
 (function () {
   "use strict";
@@ -23,7 +26,7 @@
   let observer = null;
 
   function settingsFor(key) {
-    if (!chosen.has(key)) chosen.set(key, { x: "step", log: false, smooth: 0 });
+    if (!chosen.has(key)) chosen.set(key, { x: "step", log: false, smooth: 0, type: "line" });
     return chosen.get(key);
   }
 
@@ -62,6 +65,10 @@
     const multi = chart.legend || chart.traces.length > 1;
     chart.traces.forEach(function (t, i) {
       const color = COLORS[i % COLORS.length];
+      if (s.type === "bar") {
+        out.push({ type: "bar", x: t.x, y: t.y, name: safe(t.name || chart.title), marker: { color: color }, showlegend: multi });
+        return;
+      }
       const few = t.x.length < 3;
       const mode = few ? "lines+markers" : "lines";
       const name = safe(t.name || chart.title);
@@ -89,14 +96,31 @@
     return out;
   }
 
+  function heatmapFigure(chart) {
+    const h = chart.heatmap;
+    const labels = h.x.map(function (x) { return safe(String(x)); });
+    const rows = h.y.map(function (y) { return safe(String(y)); });
+    const trace = { type: "heatmap", z: h.z, x: labels, y: rows, colorscale: "Blues", hoverongaps: false,
+      texttemplate: h.z.length <= 20 ? "%{z}" : "", hovertemplate: "%{y} · %{x}: %{z}<extra></extra>" };
+    const size = Math.min(640, Math.max(320, 36 * rows.length + 120));
+    return [[trace], {
+      height: size, margin: { l: 64, r: 12, t: 8, b: 56 },
+      xaxis: { type: "category", title: { text: safe(h.x_title || "") }, automargin: true, side: "bottom" },
+      yaxis: { type: "category", title: { text: safe(h.y_title || "") }, automargin: true, autorange: "reversed" },
+    }];
+  }
+
   function layout(chart) {
     const s = chart.settings;
     const xMode = chart.url ? s.x : "index";
+    const legend = chart.legend || chart.traces.length > 1;
     return {
-      height: 260,
+      // Tall enough to read, and taller when a legend lists many columns: a legend is never cut.
+      height: Math.max(340, legend ? 22 * chart.traces.length + 80 : 0),
       margin: { l: 56, r: 12, t: 8, b: 40 },
-      showlegend: chart.legend || chart.traces.length > 1,
-      legend: { orientation: "h", y: -0.25 },
+      showlegend: legend,
+      legend: { orientation: "v", x: 1.02, xanchor: "left", y: 1, yanchor: "top" },
+      barmode: "group",
       hovermode: "closest",
       xaxis: { type: xMode === "time" ? "date" : "linear", title: { text: safe(chart.xTitle || X_TITLES[xMode] || ""), standoff: 4 },
         automargin: true },
@@ -106,11 +130,44 @@
     };
   }
 
+  function drawNumber(chart, plot) {
+    // One point: the number itself (a line chart of one point has an axis from −1 to 1 and says nothing).
+    if (window.Plotly && plot.classList.contains("js-plotly-plot")) window.Plotly.purge(plot);
+    plot.classList.add("stat");
+    plot.textContent = "";
+    const value = document.createElement("div");
+    value.className = "stat-number";
+    const y = chart.traces[0].y[0];
+    const bad = (chart.traces[0].nonfinite || [])[0];
+    value.textContent = y === null || y === undefined ? (bad ? bad.value : "–") : Number(Number(y).toPrecision(6)).toString();
+    const at = document.createElement("div");
+    at.className = "stat-at";
+    at.textContent = chart.settings.x === "step" ? "at step " + chart.traces[0].x[0] : "one value";
+    plot.appendChild(value);
+    plot.appendChild(at);
+  }
+
   function draw(chart) {
     const plot = chart.el.querySelector("[data-role=plot]");
     const note = chart.el.querySelector("[data-role=note]");
+    if (chart.url && chart.meta && chart.meta.count === 1 && chart.traces.length === 1 && chart.traces[0].x.length === 1) {
+      note.textContent = "";
+      drawNumber(chart, plot);
+      return;
+    }
+    if (plot.classList.contains("stat")) { plot.classList.remove("stat"); plot.textContent = ""; }
     if (!window.Plotly) { note.textContent = "Charts need plotly.min.js, which did not load."; return; }
+    if (chart.heatmap) {
+      const figure = heatmapFigure(chart);
+      note.textContent = "";
+      try { window.Plotly.react(plot, figure[0], figure[1], { responsive: true, displaylogo: false }); }
+      catch (err) { note.textContent = "Could not draw this chart: " + err; }
+      return;
+    }
     const notes = [];
+    if (chart.columns && chart.columns > chart.traces.length) {
+      notes.push("showing " + chart.traces.length + " of " + chart.columns + " numeric columns");
+    }
     if (chart.meta && chart.meta.shown < chart.meta.count) {
       notes.push("showing " + fmt(chart.meta.shown) + " of " + fmt(chart.meta.count) + " points (min and max kept)");
     }
@@ -135,7 +192,7 @@
   }
 
   function load(chart) {
-    if (chart.busy) return Promise.resolve();
+    if (chart.busy) { chart.again = true; return Promise.resolve(); }
     chart.busy = true;
     const url = chart.url + "?x=" + encodeURIComponent(chart.settings.x);
     return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -153,7 +210,10 @@
       .catch(function (err) {
         chart.el.querySelector("[data-role=note]").textContent = "Could not load the data (" + err.message + ").";
       })
-      .finally(function () { chart.busy = false; });
+      .finally(function () {
+        chart.busy = false;
+        if (chart.again) { chart.again = false; load(chart); }
+      });
   }
 
   function refresh() {
@@ -194,15 +254,24 @@
       xSelect.value = chart.settings.x;
       xSelect.addEventListener("change", function () { chart.settings.x = xSelect.value; load(chart); });
     }
-    logBox.checked = chart.settings.log;
-    logBox.addEventListener("change", function () { chart.settings.log = logBox.checked; draw(chart); });
-    slider.value = String(chart.settings.smooth);
-    sliderValue.textContent = chart.settings.smooth.toFixed(2);
-    slider.addEventListener("input", function () {
-      chart.settings.smooth = Math.min(0.99, Math.max(0, parseFloat(slider.value) || 0));
+    const typeSelect = el.querySelector("[data-role=type]");
+    if (typeSelect) {
+      typeSelect.value = chart.settings.type;
+      typeSelect.addEventListener("change", function () { chart.settings.type = typeSelect.value; draw(chart); });
+    }
+    if (logBox) {
+      logBox.checked = chart.settings.log;
+      logBox.addEventListener("change", function () { chart.settings.log = logBox.checked; draw(chart); });
+    }
+    if (slider) {
+      slider.value = String(chart.settings.smooth);
       sliderValue.textContent = chart.settings.smooth.toFixed(2);
-      draw(chart);
-    });
+      slider.addEventListener("input", function () {
+        chart.settings.smooth = Math.min(0.99, Math.max(0, parseFloat(slider.value) || 0));
+        sliderValue.textContent = chart.settings.smooth.toFixed(2);
+        draw(chart);
+      });
+    }
     if (chart.url) {
       // Fetched when it comes near the viewport: a run with a hundred series does not ask for all of them at once.
       if (observer) chart.stale = true;
@@ -214,6 +283,8 @@
         chart.traces = data.traces || [];
         chart.xTitle = data.x_title || "";
         chart.legend = !!data.legend;
+        chart.heatmap = data.heatmap || null;
+        chart.columns = data.columns || 0;
       } catch (err) {
         chart.traces = [];
       }
@@ -294,6 +365,35 @@
       finish();
     }
   });
+  // Live data (runs/live.py): reload the series named, at once; a name without a chart on the page (a new series, a
+  // table or row entry, an image) or a child run that changed asks the tab for its layout, at most about once a second.
+  let layoutTimer = null;
+  let layoutAt = 0;
+  function requestLayout() {
+    if (layoutTimer !== null) return;
+    const wait = Math.max(0, layoutAt + 1000 - Date.now());
+    layoutTimer = setTimeout(function () {
+      layoutTimer = null;
+      layoutAt = Date.now();
+      document.body.dispatchEvent(new CustomEvent("studio:layout"));
+    }, wait);
+  }
+  document.body.addEventListener("studio:metric", function (e) {
+    const names = String((e.detail && e.detail.names) || "").split(",").filter(Boolean);
+    let unknown = false;
+    names.forEach(function (name) {
+      let found = false;
+      charts.forEach(function (chart) {
+        if (chart.key !== "scalar:" + name || !chart.url || !document.body.contains(chart.el)) return;
+        found = true;
+        if (chart.visible) load(chart);
+        else chart.stale = true;
+      });
+      if (!found) unknown = true;
+    });
+    if (unknown) requestLayout();
+  });
+  document.body.addEventListener("studio:child", requestLayout);
   document.body.addEventListener("htmx:afterSwap", function (e) { init(e.detail.target || document); });
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", function () { init(document); });

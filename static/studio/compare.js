@@ -1,5 +1,6 @@
 // The compare page's charts, drawn with Plotly from the JSON the server embedded (#compare-data):
-// one line chart per metric (a trace per run, each run in its own colour) and a parallel-coordinates chart.
+// one line chart per metric (a trace per run, each run in its own colour; bars across the runs when each logged one
+// value) and a parallel-coordinates chart.
 (function () {
   "use strict";
   const source = document.getElementById("compare-data");
@@ -13,6 +14,22 @@
   data.charts.forEach((chart, index) => {
     const element = document.querySelector(`[data-chart="${index}"]`);
     if (!element) return;
+    if (chart.traces.length && chart.traces.every((trace) => trace.y.length <= 1)) {
+      // One value per run (a final accuracy, say): bars across the runs, not a line nobody can read.
+      const shown = chart.traces.filter((trace) => trace.y.length === 1);
+      Plotly.newPlot(element, [{
+        type: "bar", x: shown.map((trace) => safe(runs.get(trace.run).label)), y: shown.map((trace) => trace.y[0]),
+        marker: { color: shown.map((trace) => runs.get(trace.run).color) },
+        text: shown.map((trace) => (trace.y[0] === null ? "" : Number(Number(trace.y[0]).toPrecision(4)).toString())),
+        textposition: "auto", hovertemplate: "%{x}<br>%{meta} %{y}<extra></extra>", meta: safe(chart.metric),
+      }], {
+        title: { text: safe(chart.metric), font: { size: 14 } }, font,
+        margin: { l: 50, r: 10, t: 36, b: 36 }, height: 280, xaxis: { type: "category", automargin: true },
+        yaxis: { automargin: true }, showlegend: false, hovermode: "closest",
+      }, config);
+      element.dataset.kind = "bars";
+      return;
+    }
     const traces = chart.traces.map((trace) => {
       const run = runs.get(trace.run);
       return {

@@ -84,6 +84,12 @@
   const source = new EventSource(consoleEl.dataset.eventsUrl);
   source.addEventListener("log", function (e) { append(JSON.parse(e.data).lines); });
   source.addEventListener("status", function (e) { statusChanged(JSON.parse(e.data).status); });
+  // The run's own events (runs/live.py): new metric data, tags, a child run that changed. Pages listen on <body>.
+  ["metric", "tags", "child"].forEach(function (name) {
+    source.addEventListener(name, function (e) {
+      document.body.dispatchEvent(new CustomEvent("studio:" + name, { detail: JSON.parse(e.data) }));
+    });
+  });
   source.addEventListener("truncated", function () {
     append([["out", "[earlier lines are in the full log]"]]);
   });

@@ -1,4 +1,4 @@
-"""Creating an environment: version 1 of a new name, its image queued when the studio builds one."""
+"""Creating an environment: version 1 of a new name; saving builds no image (a Docker run, or Build, does)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_it_is_at_the_expected_url(workspace):
 
 
 @pytest.mark.parametrize("who", ["alice", "carol"])
-def test_a_writer_creates_version_1_and_its_image_is_queued(
+def test_a_writer_creates_version_1_and_nothing_is_built(
     client, cast, workspace, who, enqueued, django_capture_on_commit_callbacks
 ):
     login(client, cast[who])
@@ -40,10 +40,30 @@ def test_a_writer_creates_version_1_and_its_image_is_queued(
     assert (env.version, env.kind, env.created_by) == (1, "system", cast[who])
     assert env.env_vars == {"EPOCHS": "3", "LR": "0.1"}
     assert env.definition_hash == env.definition().hash()
-    image = EnvironmentImage.objects.get(definition_hash=env.definition_hash)
-    assert image.status == BuildStatus.QUEUED and enqueued == [image.pk]
+    assert not EnvironmentImage.objects.exists() and enqueued == []
     page = text(client.get(response.url))
-    assert "Saved torch-env version 1." in page and "Image build queued" in page
+    assert "Saved torch-env version 1." in page and "No image yet: it is built when a run" in page
+    assert "Build the image" in page
+
+
+def test_saving_on_a_studio_without_docker_targets_starts_no_build(
+    client, cast, workspace, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Nothing reaches the `builds` queue: the Celery app sends no task at all, and no image is recorded."""
+    from celery import current_app
+
+    from studio.models import ComputeTarget
+
+    assert not ComputeTarget.objects.filter(kind=ComputeTarget.Kind.DOCKER).exists()
+    sent: list[tuple] = []
+    monkeypatch.setattr(current_app, "send_task", lambda *args, **kwargs: sent.append((args, kwargs)))
+    login(client, cast["alice"])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(URL, form_data()).status_code == 302
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post("/w/lab/environments/torch-env/1/edit/", form_data(python_packages="six==1.17.0")).status_code == 302
+    assert Environment.objects.filter(name="torch-env").count() == 2
+    assert not EnvironmentImage.objects.exists() and sent == []
 
 
 def test_a_reader_sees_the_form_but_cannot_save(client, cast, workspace):

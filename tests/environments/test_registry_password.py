@@ -34,7 +34,7 @@ def test_it_is_stored_encrypted_and_decrypts_back(created):
 
 def test_it_appears_in_no_page(client, created):
     assert created.status_code == 200 and PASSWORD not in body(created)
-    image = EnvironmentImage.objects.get()
+    image = EnvironmentImage.objects.create(definition_hash=Environment.objects.get(name="torch-env").definition_hash)
     image.transition(BuildStatus.FAILED, from_states=(BuildStatus.QUEUED,), error="pull access denied")
     pages = [
         "/w/lab/environments/",

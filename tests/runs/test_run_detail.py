@@ -133,7 +133,7 @@ def test_a_final_run_without_output_says_so(client, cast, run):
     page = text(client.get(url(run)))
     assert "The script printed nothing." in page
     assert '<pre class="reason failed" id="run-reason">Exit code 1.</pre>' in page
-    assert "The script wrote nothing under" in page
+    assert "The script wrote nothing under" in text(client.get(url(run), {"tab": "outputs"}))
 
 
 def test_printed_markup_is_shown_as_text_and_ansi_codes_are_stripped(client, cast, run):
@@ -161,10 +161,31 @@ def test_it_lists_stored_files_and_the_snapshot_tree(client, cast, run):
     finish(run)
     login(client, cast["bob"])
     page = text(client.get(url(run)))
+    assert "outputs/model.pkl" not in page and 'hx-get="?pane=outputs" hx-trigger="studio:show once"' in page
+    pane = text(client.get(url(run), {"pane": "outputs"}, headers={"HX-Request": "true"}))
+    assert f'<a href="/w/lab/runs/{run.pk}/files/outputs/model.pkl">outputs/model.pkl</a>' in pane
+    assert f"/w/lab/runs/{run.pk}/files.zip" in pane and "<html" not in pane
+    page = text(client.get(url(run), {"tab": "outputs"}))  # opened on its tab, the pane is in the page
     assert f'<a href="/w/lab/runs/{run.pk}/files/outputs/model.pkl">outputs/model.pkl</a>' in page
-    assert "Outputs + logs (1)" in page and f"/w/lab/runs/{run.pk}/files.zip" in page
-    assert f'href="/w/lab/runs/{run.pk}/snapshot/file/?path=train.py"' in page
-    assert f"/w/lab/runs/{run.pk}/snapshot.zip" in page
+    assert 'data-active="outputs"' in page and 'id="tab-outputs" data-tab="outputs" aria-controls="pane-outputs" aria-selected="true"' in page
+    pane = text(client.get(url(run), {"pane": "snapshot"}, headers={"HX-Request": "true"}))
+    assert f'href="/w/lab/runs/{run.pk}/snapshot/file/?path=train.py"' in pane
+    assert f"/w/lab/runs/{run.pk}/snapshot.zip" in pane
+
+
+def test_an_unknown_tab_shows_the_overview_and_an_unknown_pane_is_a_400(client, cast, run):
+    login(client, cast["bob"])
+    assert 'data-active="overview"' in text(client.get(url(run), {"tab": "nope"}))
+    assert client.get(url(run), {"pane": "nope"}).status_code == 400
+
+
+def test_the_duration_of_an_active_run_carries_its_start_for_the_page_to_count_from(client, cast, run):
+    assert run.transition(RunStatus.RUNNING, from_states=(RunStatus.QUEUED,))
+    login(client, cast["bob"])
+    page = text(client.get(url(run)))
+    assert f'data-started="{run.started_at.timestamp():f}"' in page and "data-now=" in page
+    assert run.transition(RunStatus.COMPLETED, from_states=(RunStatus.RUNNING,))
+    assert "data-started" not in text(client.get(url(run)))
 
 
 def test_the_page_of_a_live_run_refreshes_its_summary_in_place(client, cast, run):

@@ -128,3 +128,39 @@ def test_an_offset_before_the_log_exists_gives_nothing(client, cast, run):
 def test_it_answers_400_for_a_bad_offset(client, cast, run, log, offset):
     login(client, cast["bob"])
     assert client.get(url(run), {"offset": offset}).status_code == 400
+
+
+def test_the_polling_fallback_shows_an_enormous_line_cut_with_the_live_views_note(client, cast, run, settings):
+    """A 10 MB line is one display line, cut as the live view cuts it (never empty, never in pieces)."""
+    from studio.console import TRUNCATED_NOTE
+
+    data = b"before\n" + b"x" * 10_000_000 + b"\nafter\n"
+    path = storage.console_log_path(run.pk)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    login(client, cast["bob"])
+    lines, offset = [], 0
+    while True:
+        page = client.get(url(run), {"offset": str(offset)}).json()
+        lines += page["lines"]
+        if page["next_offset"] == offset:
+            break
+        offset = page["next_offset"]
+    assert offset == len(data)
+    limit = settings.STUDIO_LOG_LIVE_LINE_BYTES
+    assert lines == ["before", "x" * limit + TRUNCATED_NOTE, "after"]
+
+
+def test_an_enormous_line_still_being_written_is_not_shown_until_it_ends(client, cast, run):
+    path = storage.console_log_path(run.pk)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"before\n" + b"x" * 3_000_000)
+    login(client, cast["bob"])
+    first = client.get(url(run), {"offset": "0"}).json()
+    assert first["lines"] == ["before"] and first["next_offset"] == 7
+    assert client.get(url(run), {"offset": "7"}).json() | {"status": None} == {
+        "lines": [], "next_offset": 7, "status": None, "final": False}
+    with open(path, "ab") as handle:
+        handle.write(b"\n")
+    lines = client.get(url(run), {"offset": "7"}).json()["lines"]
+    assert len(lines) == 1 and lines[0].startswith("x" * 1000) and lines[0].endswith("the full line is in the log file]")

@@ -254,7 +254,7 @@ def test_the_live_poll_answers_204_while_nothing_new_appeared(client, cast, logg
     login(client, cast["bob"])
     page = client.get(url(logged), headers=HTMX).content.decode()
     version = re.search(r'data-version="([^"]+)"', page).group(1)
-    assert f'hx-get="/w/lab/runs/{logged.pk}/metrics/?known={version}" hx-trigger="every 5s"' in page
+    assert f'hx-get="/w/lab/runs/{logged.pk}/metrics/?known={version}" hx-trigger="every 5s, studio:layout from:body"' in page
     assert client.get(url(logged), {"known": version}, headers=HTMX).status_code == 204
     metrics.append_points(logged, "loss", [(2, 0.4, 3.0)])  # the charts fetch new points themselves
     assert client.get(url(logged), {"known": version}, headers=HTMX).status_code == 204
@@ -272,7 +272,7 @@ def test_the_live_poll_stops_once_the_run_is_final(client, cast, logged):
     assert "known=" not in page and 'data-run-final="true"' in page
 
 
-@pytest.mark.parametrize("known", ["abc", "1.2", "1.2.3.4", "-1.0.0"])
+@pytest.mark.parametrize("known", ["abc", "1.2", "1.2.3.4.5", "-1.0.0"])
 def test_it_answers_400_for_a_bad_version(client, cast, run, known):
     login(client, cast["bob"])
     assert client.get(url(run), {"known": known}, headers=HTMX).status_code == 400
@@ -281,17 +281,19 @@ def test_it_answers_400_for_a_bad_version(client, cast, run, known):
 def test_the_run_page_loads_the_metrics_tab_and_the_chart_scripts(client, cast, run):
     login(client, cast["bob"])
     page = client.get(f"/w/lab/runs/{run.pk}/").content.decode()
-    assert '<a href="#metrics">Metrics</a><a href="#system">System</a>' in page
+    assert 'data-tab="metrics"' in page and 'data-tab="system"' in page
+    assert f'hx-get="/w/lab/runs/{run.pk}/metrics/" hx-trigger="studio:show once"' in page  # when its tab opens
+    page = client.get(f"/w/lab/runs/{run.pk}/", {"tab": "metrics"}).content.decode()
     assert f'hx-get="/w/lab/runs/{run.pk}/metrics/" hx-trigger="load"' in page
     assert '<script src="/static/plotly/plotly.min.js" defer></script>' in page
     assert '<script src="/static/studio/charts.js" defer></script>' in page
-    assert "Child runs" not in page
+    assert '(<span id="child-count">0</span>)' in page
 
 
 def test_the_run_page_of_a_parent_links_its_children_and_a_child_links_back(client, cast, run):
     child = run.create_child("fold-0")
     login(client, cast["bob"])
     parent_page = text(client.get(f"/w/lab/runs/{run.pk}/"))
-    assert '<a href="#children">Child runs (1)</a>' in parent_page
+    assert 'Children (<span id="child-count">1</span>)' in parent_page
     child_page = text(client.get(f"/w/lab/runs/{child.pk}/"))
     assert f'<a href="/w/lab/runs/{run.pk}/" id="parent-run">parent: {run.title}' in child_page
