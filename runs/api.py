@@ -4,7 +4,8 @@ the run's own token).
 Everything the run pages show is here for scripts: experiments and their runs (filtered, sorted and paged by keyset as
 the experiment page does), one run with its status history, cancel, the console log (a range from a byte offset, or
 followed live over server-sent events), metrics (the series and their downsampled data, as the charts draw them),
-stored files (one, or all as a zip), the snapshot (its files, one file, a zip), child runs and tags.
+stored files (one, or all as a zip), the snapshot (its files, one file, a zip), child runs, tags, parameters and git
+information.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import transaction
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
-from ninja import File, Form, Query, Router, Schema, Status
+from ninja import Field, File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
 from ninja.security import HttpBearer
 
-from runs import metrics, runs_table, snapshots, storage, tokens
+from runs import live, metrics, parameters, runs_table, snapshot_sync, snapshots, storage, tokens
 from runs.access import get_experiment_for_user, get_run_for_user
 from runs.events import run_stream_response
-from runs.forms import RunFilterForm, SeriesDataForm, SubmitRunForm
-from runs.models import ACTIVE_STATES, Experiment, MetricKind, MetricSeries, Run, RunStatus
+from runs.forms import ApiSubmitRunForm, RunFilterForm, SeriesDataForm
+from runs.models import ACTIVE_STATES, Experiment, MetricKind, MetricSeries, Run, RunGitInfo, RunStatus
 from runs.schemas import (
     ArchiveIn,
     CancelOut,
@@ -35,6 +36,8 @@ from runs.schemas import (
     FileOut,
     LogChunk,
     MetricsIn,
+    Params,
+    ParamsIn,
     RunDetailOut,
     RunOut,
     RunPage,
@@ -65,7 +68,8 @@ PAGE_SIZE = 50
 # What a run looks like ------------------------------------------------------------------------------------------------
 
 
-def run_json(run: Run, *, detail: bool = False, child_count: int | None = None, metric_cells=None) -> dict:
+def run_json(run: Run, *, detail: bool = False, child_count: int | None = None, metric_cells=None,
+             param_cells=None) -> dict:
     environment = run.environment
     duration = run.duration
     data = {
@@ -94,6 +98,7 @@ def run_json(run: Run, *, detail: bool = False, child_count: int | None = None, 
         "parent": run.parent_id,
         "child_count": child_count,
         "metrics": metric_cells,
+        "parameters": param_cells,
         "url": reverse("run_detail", args=[run.workspace.name, run.pk]),
     }
     if detail:
@@ -101,20 +106,27 @@ def run_json(run: Run, *, detail: bool = False, child_count: int | None = None, 
         snapshot = run.snapshot
         data["snapshot"] = {"source_name": snapshot.source_name, "file_count": snapshot.file_count,
                             "total_bytes": snapshot.total_bytes}
+        data["parameters"] = parameters.as_dict(run)
+        git = RunGitInfo.objects.filter(run=run).first()
+        data["git"] = git.as_json() if git else None
     return data
 
 
-def _runs_json(runs: list[Run], columns: list[str] | None = None) -> list[dict]:
+def _runs_json(runs: list[Run], columns: list[str] | None = None, param_columns: list[str] | None = None) -> list[dict]:
     runs_table.attach_child_counts(runs)
     if columns:
         runs_table.attach_metric_cells(runs, columns)
+    if param_columns:
+        runs_table.attach_parameter_cells(runs, param_columns)
     items = []
     for run in runs:
-        cells = None
+        cells = params = None
         if columns:
             cells = {name: (cell.value if cell.value is not None else (cell.text or None))
                      for name, cell in zip(columns, run.metric_cells, strict=True)}
-        items.append(run_json(run, child_count=run.child_count, metric_cells=cells))
+        if param_columns:
+            params = {name: cell.value for name, cell in zip(param_columns, run.param_cells, strict=True)}
+        items.append(run_json(run, child_count=run.child_count, metric_cells=cells, param_cells=params))
     return items
 
 
@@ -177,26 +189,30 @@ def list_experiment_runs(
     tag: Query[list[str]] = None,
     range: Query[list[str]] = None,  # noqa: A002 - the page's own parameter name
     metric: Query[list[str]] = None,
+    param: Query[list[str]] = None,
+    param_filter: Query[list[str]] = None,
     before: int | None = None,
     after: int | None = None,
     below: int | None = None,
     above: int | None = None,
 ):
     """The experiment's top-level runs, 50 at a time, exactly as its page lists them: `status`, `tag` (`key` or
-    `key:value`, repeated), `range` (`metric:low:high`, repeated), `sort` (`id`, `name`, `status`, `started`,
-    `duration`, `compute`, `metric:<name>`, with `-` for descending). Follow `next` and `previous` (query strings)
-    for the other pages. `metric` chooses the metric columns whose last values each run carries."""
+    `key:value`, repeated), `range` (`metric:low:high`, repeated), `param_filter` (`name=value` or `name:low:high`,
+    repeated), `sort` (`id`, `name`, `status`, `started`, `duration`, `compute`, `metric:<name>`, `param:<name>`, with
+    `-` for descending). Follow `next` and `previous` (query strings) for the other pages. `metric` chooses the metric
+    columns whose last values each run carries, `param` the parameter columns (`parameters`)."""
     _, experiment = get_experiment_for_user(request, workspace, name)
     metric_names = runs_table.scalar_metric_names(experiment)
-    query = valid_query(RunFilterForm, request, metric_names=metric_names)
+    param_names = runs_table.parameter_names(experiment)
+    query = valid_query(RunFilterForm, request, metric_names=metric_names, parameter_names=param_names)
     filters = RunFilterForm.filters_of(query)
-    table = runs_table.Table.from_query(query, filters, metric_names)
+    table = runs_table.Table.from_query(query, filters, metric_names, param_names)
     try:
         page = runs_table.page_for_query(experiment, query, filters, PAGE_SIZE)
     except runs_table.TableError as error:
         raise ApiError(400, str(error)) from None
     previous, following = table.pager(page)
-    return {"items": _runs_json(page.runs, table.columns), "previous": previous.lstrip("?") or None,
+    return {"items": _runs_json(page.runs, table.columns, table.param_columns), "previous": previous.lstrip("?") or None,
             "next": following.lstrip("?") or None}
 
 
@@ -240,16 +256,22 @@ class SubmitFields(Schema):
     cpu_limit: str = ""
     memory_limit_mb: str = ""
     gpus: str = ""
+    snapshot_id: str = Field("", description="Instead of `source`: a snapshot of this workspace made from blobs "
+                             "(POST .../snapshots).")
+    git: str = Field("", description='Where the source came from, as JSON: {"remote_url", "branch", "commit", "dirty", '
+                     '"diff", "diff_truncated", "diff_bytes"} (credentials in the URL are removed; the diff is at most '
+                     '1 MB).')
 
 
 @router.post("/workspaces/{workspace}/runs", response={201: RunOut, **ERRORS, 413: Error}, url_name="submit_run")
-def submit_run(request, workspace: str, fields: Form[SubmitFields], source: File[UploadedFile]):
-    """Submit a run as the submit form does: `source` is a .py file or a .zip/.tar.gz of the source folder,
-    `environment` NAME or NAME:VERSION (or `packages`: pip requirements), `arguments` split like a shell would."""
+def submit_run(request, workspace: str, fields: Form[SubmitFields], source: File[UploadedFile] = None):
+    """Submit a run as the submit form does: `source` is a .py file or a .zip/.tar.gz of the source folder (or
+    `snapshot_id` a snapshot made from blobs, see `.../snapshots`), `environment` NAME or NAME:VERSION (or `packages`:
+    pip requirements), `arguments` split like a shell would."""
     access = access_for(request, workspace, write=True)
     data = request.POST.copy()
     data.setdefault("compute_target", "local")
-    form = SubmitRunForm(data, request.FILES, workspace=access.workspace)
+    form = ApiSubmitRunForm(data, request.FILES, workspace=access.workspace)
     try:
         if not form.is_valid():
             raise form_error(form)
@@ -313,6 +335,7 @@ def _apply_tags(run: Run, new: dict, *, null_removes: bool) -> dict:
         if len(run.tags) > MAX_TAGS:
             raise ApiError(400, f"A run holds at most {MAX_TAGS} tags.")
         run.save(update_fields=["tags"])
+        live.publish_tags(run)
     return run.tags
 
 
@@ -411,6 +434,157 @@ def snapshot_zip(request, workspace: str, run_id: Id):
     return snapshot_zip_response(request, run)
 
 
+# Snapshots sent as blobs: only what the workspace does not hold (runs/snapshot_sync.py) --------------------------------
+
+
+class ManifestFile(Schema):
+    path: str = Field(max_length=4096, description="Relative to the folder, '/' between names.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the file's bytes, lowercase hex.")
+    size: int = Field(ge=0, le=2**62)
+
+
+class MissingIn(Schema):
+    files: list[ManifestFile]
+
+
+class MissingOut(Schema):
+    missing: list[str] = Field(description="The sha256s to send (PUT .../blobs/<sha256>), each once.")
+    partial: dict[str, int] = Field(description="Of those, the ones partly received: the bytes held, to continue from.")
+    max_files: int = Field(description="STUDIO_SNAPSHOT_MAX_FILES")
+    max_bytes: int = Field(description="STUDIO_SNAPSHOT_MAX_BYTES (all files together)")
+    max_request_bytes: int = Field(description="The largest body one request may carry (STUDIO_REQUEST_MAX_BYTES).")
+    max_request_files: int = Field(description="The most files one POST .../blobs may carry.")
+
+
+class SnapshotIn(Schema):
+    files: list[ManifestFile]
+    ignore_file: str = Field("", description='".amlignore", ".gitignore" (the root ignore file that applied) or "".')
+    ignored_count: int = Field(0, ge=0, le=2**31 - 1, description="How many files the ignore file left out.")
+    source_name: str = Field("", max_length=1024, description="The folder's name.")
+
+
+class SnapshotMade(Schema):
+    id: int
+    source_name: str
+    file_count: int
+    total_bytes: int
+    ignore_file: str
+    ignored_count: int
+    uploaded_files: int = Field(description="Files whose bytes were sent for this snapshot (not held before).")
+    uploaded_bytes: int = Field(description="Their bytes.")
+
+
+class BlobState(Schema):
+    sha256: str
+    size: int | None = Field(description="The file's size (null: nothing received yet).")
+    received: int = Field(description="Bytes held: send the range that starts here.")
+    complete: bool
+    written: int = Field(0, description="Bytes this request added.")
+
+
+def _sync_error(error: snapshot_sync.SyncError) -> ApiError:
+    return ApiError(error.status, str(error), {"missing": error.missing} if error.missing else None)
+
+
+@router.post("/workspaces/{workspace}/snapshots/missing", response={200: MissingOut, **ERRORS})
+def snapshot_missing(request, workspace: str, payload: MissingIn):
+    """Which files of a manifest the studio needs: a sha256 counts as held only when this workspace holds it (its
+    recent snapshots, its runs' outputs, its finished uploads). Also the limits, so a client can check a folder before
+    hashing it (send an empty list)."""
+    access = access_for(request, workspace, write=True)
+    if len(payload.files) > settings.STUDIO_SNAPSHOT_MAX_FILES:
+        raise ApiError(400, f"The folder holds {len(payload.files):,} files; the limit is "
+                            f"{settings.STUDIO_SNAPSHOT_MAX_FILES:,} (STUDIO_SNAPSHOT_MAX_FILES). List folders you do not "
+                            "need in .amlignore.")
+    try:
+        needed, partial = snapshot_sync.missing(access.workspace, [item.sha256 for item in payload.files])
+    except snapshot_sync.SyncError as error:
+        raise _sync_error(error) from None
+    return {"missing": needed, "partial": partial, "max_files": settings.STUDIO_SNAPSHOT_MAX_FILES,
+            "max_bytes": settings.STUDIO_SNAPSHOT_MAX_BYTES, "max_request_bytes": settings.STUDIO_REQUEST_MAX_BYTES,
+            "max_request_files": settings.DATA_UPLOAD_MAX_NUMBER_FILES or 1000}
+
+
+@router.get("/workspaces/{workspace}/blobs/{sha256}", response={200: BlobState, **ERRORS}, url_name="blob_state")
+def blob_state(request, workspace: str, sha256: str):
+    """How much of a blob this workspace holds (`received`): an interrupted upload continues from there."""
+    access = access_for(request, workspace, write=True)
+    try:
+        return snapshot_sync.state(access.workspace, sha256)
+    except snapshot_sync.SyncError as error:
+        raise _sync_error(error) from None
+
+
+@router.api_operation(["HEAD"], "/workspaces/{workspace}/blobs/{sha256}", url_name="blob_state",
+                      include_in_schema=False)
+def blob_state_head(request, workspace: str, sha256: str):
+    """The state as headers: Upload-Offset (bytes held), Upload-Length (the size, when known), Upload-Complete."""
+    current = blob_state(request, workspace, sha256)
+    response = HttpResponse(status=200)
+    response["Upload-Offset"] = str(current["received"])
+    if current["size"] is not None:
+        response["Upload-Length"] = str(current["size"])
+    response["Upload-Complete"] = "1" if current["complete"] else "0"
+    return response
+
+
+@router.put("/workspaces/{workspace}/blobs/{sha256}", response={200: BlobState, **ERRORS, 409: Error, 413: Error},
+            url_name="upload_blob")
+def upload_blob(request, workspace: str, sha256: str):
+    """Send one range of a file, named by its sha256: `Content-Range: bytes START-END/TOTAL` (END inclusive; `bytes
+    */0` for an empty file) with those bytes as the body, at most STUDIO_REQUEST_MAX_BYTES a request. START must be
+    what the studio holds (409 otherwise: ask GET). The last range checks the sha256 (a mismatch is refused, 400)."""
+    access = access_for(request, workspace, write=True)
+    content_range = request.headers.get("Content-Range", "")
+    length = request.headers.get("Content-Length")
+    try:
+        if content_range.strip() == "bytes */0":
+            return snapshot_sync.receive_empty(access.workspace, sha256)
+        return snapshot_sync.receive(access.workspace, sha256, content_range, request,
+                                     int(length) if length and length.isdigit() else None)
+    except snapshot_sync.SyncError as error:
+        raise _sync_error(error) from None
+
+
+class BlobsStored(Schema):
+    held: list[str] = Field(description="The sha256s now held (finished uploads waiting for a snapshot).")
+    written: int = Field(description="Bytes this request added.")
+
+
+@router.post("/workspaces/{workspace}/blobs", response={200: BlobsStored, **ERRORS, 413: Error}, url_name="upload_blobs")
+def upload_blobs(request, workspace: str):
+    """Several small files at once: multipart/form-data with one part per whole file, each part named by the file's
+    sha256 (at most 100 parts and STUDIO_REQUEST_MAX_BYTES a request). Each is checked; one whose bytes do not match
+    its name is not kept (400 naming it). Larger files go in ranges to PUT .../blobs/<sha256>."""
+    access = access_for(request, workspace, write=True)
+    parts = [(name, upload) for name, uploads in request.FILES.lists() for upload in uploads]
+    if not parts:
+        raise ApiError(400, "Send the files as multipart/form-data, one part per file, each named by its sha256.")
+    try:
+        held, written = snapshot_sync.receive_files(access.workspace, parts)
+    except snapshot_sync.SyncError as error:
+        raise _sync_error(error) from None
+    return {"held": held, "written": written}
+
+
+@router.post("/workspaces/{workspace}/snapshots", response={201: SnapshotMade, **ERRORS})
+def create_snapshot(request, workspace: str, payload: SnapshotIn):
+    """A snapshot of a folder from its manifest, every file of which this workspace must hold (400 naming the missing
+    ones, their sha256s in `errors.missing`); the rules of uploads apply (paths, names, limits). Submit a run with it
+    as `snapshot_id`."""
+    access = access_for(request, workspace, write=True)
+    try:
+        snapshot, uploaded_files, uploaded_bytes = snapshot_sync.create_snapshot(
+            access.workspace, request.user, [item.model_dump() for item in payload.files],
+            ignore_file=payload.ignore_file, ignored_count=payload.ignored_count, source_name=payload.source_name)
+    except snapshot_sync.SyncError as error:
+        raise _sync_error(error) from None
+    return Status(201, {"id": snapshot.pk, "source_name": snapshot.source_name, "file_count": snapshot.file_count,
+                        "total_bytes": snapshot.total_bytes, "ignore_file": snapshot.ignore_file,
+                        "ignored_count": snapshot.ignored_count, "uploaded_files": uploaded_files,
+                        "uploaded_bytes": uploaded_bytes})
+
+
 # Ingest: what a running script records, with its run token ------------------------------------------------------------
 
 
@@ -458,6 +632,7 @@ def post_metrics(request, run_id: Id, payload: MetricsIn):
                 stored += metrics.append_scalars(run, series.name, steps, values, times, series.description)
             except metrics.MetricError as error:
                 raise ApiError(400, str(error)) from None
+        live.publish_metrics(run, [series.name for series, *_ in columns])
     return {"stored": stored}
 
 
@@ -471,6 +646,7 @@ def post_entries(request, run_id: Id, payload: EntriesIn):
                 metrics.append_entries(run, entry.name, entry.kind, [_entry_data(entry.kind, entry.data)])
             except metrics.MetricError as error:
                 raise ApiError(400, str(error)) from None
+        live.publish_metrics(run, [entry.name for entry in payload.entries])
     return {"stored": len(payload.entries)}
 
 
@@ -491,6 +667,18 @@ def set_tags(request, run_id: Id, payload: TagsIn):
     return {"tags": _apply_tags(request.run, payload.tags, null_removes=False)}
 
 
+@ingest.post("/runs/{id:run_id}/parameters", response={200: Params, **WRITE_ERRORS}, url_name="ingest_parameters")
+def set_parameters(request, run_id: Id, payload: ParamsIn):
+    """Set parameters (`{"parameters": {"learning_rate": 0.01, "optimizer": "adam"}}`): text, finite numbers or
+    booleans. A name set again takes the new value; a value the script sets replaces the one parsed from the run's
+    arguments. Answers with all the run's parameters."""
+    try:
+        parameters.store(request.run, payload.parameters)
+    except parameters.ParameterError as error:
+        raise ApiError(400, str(error)) from None
+    return {"parameters": parameters.as_dict(request.run)}
+
+
 @ingest.post("/runs/{id:run_id}/images", response={201: Stored, **WRITE_ERRORS, 413: Error}, url_name="ingest_image")
 def post_image(request, run_id: Id, name: Form[str], file: File[UploadedFile]):
     """Log an image (PNG, JPEG or SVG) under the series `name`."""
@@ -509,6 +697,7 @@ def post_image(request, run_id: Id, name: Form[str], file: File[UploadedFile]):
             series = metrics.series_for(run, name, MetricKind.IMAGE)
             relative = f"images/{series.pk}/{series.count}.{'jpg' if fmt == 'jpeg' else fmt}"
             metrics.append_entries(run, name, MetricKind.IMAGE, [{"file": relative, "format": fmt, "size": file.size}])
+            live.publish_metrics(run, [name])
         except metrics.MetricError as error:
             raise ApiError(400, str(error)) from None
         target = storage.run_dir(run.pk) / relative

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from runs import live, queueing, snapshots, storage, sysmetrics, tokens
 from runs.compute import Console, LaunchError, LaunchSpec, PlacementError, driver_for
-from runs.models import ACTIVE_STATES, FINAL_STATES, Run, RunStatus
+from runs.models import ACTIVE_STATES, FINAL_STATES, Run, RunStatus, TrackedBy
 from studio import live as studio_live
 from studio.models import ComputeTarget
 
@@ -335,7 +335,7 @@ def adopt_run(run_id: int) -> str:
     run = Run.objects.select_related("experiment", "workspace", "compute_target", "snapshot", "environment").filter(
         pk=run_id
     ).first()
-    if run is None or run.is_final:
+    if run is None or run.is_final or run.tracked_by:  # an external client's run has no script here
         return "nothing to adopt"
     execution = RunExecution(run)
     if not execution.take_over():
@@ -390,9 +390,10 @@ def sweep_targets() -> int:
 
 def reap_lost_runs() -> int:
     """Runs whose worker stopped heartbeating: shown NotResponding, and offered to a worker of their queue to adopt.
-    Nothing here ends a run: only a worker that finds the script gone does."""
+    Nothing here ends a run: only a worker that finds the script gone does. Runs an external client tracks (MLflow)
+    have no worker and no heartbeat, and are left alone."""
     asked = 0
-    late = Run.objects.filter(status__in=ACTIVE_STATES).filter(
+    late = Run.objects.filter(status__in=ACTIVE_STATES, tracked_by=TrackedBy.STUDIO).filter(
         Q(heartbeat_at__lt=late_before()) | Q(heartbeat_at__isnull=True) | Q(worker__in=dead_local_workers())
     ).select_related("compute_target")
     for run in late:

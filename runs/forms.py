@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from environments.definition import package_lines
 from environments.models import Environment
-from runs import metrics, runs_table, snapshots
+from runs import gitinfo, metrics, runs_table, snapshots
 from runs.models import RunStatus
 from runs.submission import submit_run
 from studio.forms import strict_boolean
@@ -46,7 +46,9 @@ class SubmitRunForm(forms.Form):
         label="Environment variables", required=False, max_length=262144, widget=forms.Textarea(attrs={"rows": 3}),
         help_text="One KEY=VALUE per line.",
     )
-    compute_target = forms.ModelChoiceField(queryset=ComputeTarget.objects.none(), to_field_name="name", empty_label=None)
+    compute_target = forms.ModelChoiceField(
+        queryset=ComputeTarget.objects.none(), to_field_name="name", empty_label=None,
+        error_messages={"invalid_choice": "No compute target named %(value)s in this workspace."})
     max_duration_seconds = forms.IntegerField(
         label="Maximum duration (seconds)", required=False, min_value=1, max_value=MAX_DURATION
     )
@@ -67,10 +69,15 @@ class SubmitRunForm(forms.Form):
     gpus = forms.RegexField(regex=r"^(all|[1-9][0-9]{0,2})$", label="GPUs", required=False, max_length=4,
                             help_text="Docker targets: 'all' or a number.",
                             error_messages={"invalid": "Write 'all' or a number of GPUs."})
+    # Sent by clients (the SDK, the API), not shown in the browser's form: where the source came from in git.
+    git = forms.CharField(required=False, max_length=4 * gitinfo.MAX_DIFF_BYTES + 65536, strip=False,
+                          widget=forms.HiddenInput,
+                          help_text='JSON: {"remote_url", "branch", "commit", "dirty", "diff", "diff_truncated"}.')
 
-    def __init__(self, *args, workspace, **kwargs):
+    def __init__(self, *args, workspace, in_browser: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.workspace = workspace
+        self.in_browser = in_browser
         self.fields["compute_target"].queryset = ComputeTarget.objects.filter(workspace=workspace)
         self.staged: snapshots.StagedSnapshot | None = None
 
@@ -82,6 +89,12 @@ class SubmitRunForm(forms.Form):
 
     def clean_tags(self) -> dict[str, str]:
         return parse_tags(self.cleaned_data["tags"])
+
+    def clean_git(self) -> dict | None:
+        try:
+            return gitinfo.parse(self.cleaned_data["git"])
+        except gitinfo.GitInfoError as exc:
+            raise ValidationError(str(exc)) from None
 
     def clean_environment(self):
         text = self.cleaned_data["environment"].strip()
@@ -110,7 +123,7 @@ class SubmitRunForm(forms.Form):
             entry_script=data["entry_script"], compute_target=data["compute_target"], arguments=data["arguments"],
             env_vars=data["env_vars"], max_duration_seconds=data["max_duration_seconds"],
             display_name=data["display_name"], tags=data["tags"], environment=data["environment"],
-            packages=data["packages"], resources=self.resources(),
+            packages=data["packages"], resources=self.resources(), git=data.get("git"),
         )
 
     def resources(self) -> dict:
@@ -125,21 +138,25 @@ class SubmitRunForm(forms.Form):
         cleaned = super().clean()
         if cleaned.get("environment") and cleaned.get("packages"):
             self.add_error("packages", "Choose a named environment or list packages, not both.")
-        upload = cleaned.get("source")
-        if upload is None:
-            return cleaned
         try:
-            self.staged = snapshots.stage_upload(upload)
+            self.staged = self.stage_source(cleaned)
         except snapshots.SnapshotError as exc:
             self.add_error("source", str(exc))
+            return cleaned
+        if self.staged is None:
             return cleaned
         if "entry_script" in cleaned:
             cleaned["entry_script"] = self._check_entry_script(cleaned["entry_script"])
         if self.errors:
             self.discard()
-            if "source" not in self.errors:
+            if "source" not in self.errors and self.in_browser:  # a browser forgets the chosen file on a redisplay
                 self.add_error("source", "The file was fine; choose it again after fixing the other fields.")
         return cleaned
+
+    def stage_source(self, cleaned: dict):
+        """The run's source staged from the uploaded file (None when the field already refused it)."""
+        upload = cleaned.get("source")
+        return None if upload is None else snapshots.stage_upload(upload)
 
     def _check_entry_script(self, entry: str) -> str:
         paths = self.staged.paths()
@@ -159,13 +176,38 @@ class SubmitRunForm(forms.Form):
             self.staged = None
 
 
+class ApiSubmitRunForm(SubmitRunForm):
+    """The API's submission: the source is an uploaded file (`source`) or a snapshot of the workspace made from blobs
+    (`snapshot_id`, from `POST .../snapshots`: only the files the studio did not hold were sent)."""
+
+    snapshot_id = forms.IntegerField(required=False, min_value=1, max_value=2**62,
+                                     help_text="A snapshot of this workspace, instead of an uploaded source.")
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("in_browser", False)
+        super().__init__(*args, **kwargs)
+        self.fields["source"].required = False
+
+    def stage_source(self, cleaned: dict):
+        snapshot_id, upload = cleaned.get("snapshot_id"), cleaned.get("source")
+        if snapshot_id is None:
+            if upload is None and "source" not in self.errors and "snapshot_id" not in self.errors:
+                raise snapshots.SnapshotError("Send the source: a .py file or an archive as `source`, or the id of a "
+                                              "snapshot made from blobs as `snapshot_id`.")
+            return super().stage_source(cleaned)
+        if upload is not None:
+            raise snapshots.SnapshotError("Send either an uploaded `source` or a `snapshot_id`, not both.")
+        return snapshots.ExistingSnapshot.of_workspace(self.workspace, snapshot_id)
+
+
 class RunFilterForm(forms.Form):
     """Query string of the experiment page; what each part means is in runs/runs_table.py.
 
     `before`/`after` page by run id in the default order (newest first); `below`/`above` page in any order,
-    relative to a run's place in it. `metric` is repeated, one per column: absent, the default columns;
-    `?metric=` alone, none. `tag` and `range` are repeated too, and every one of them must hold.
-    `metric_names` are the experiment's scalar metric names: any other name is refused.
+    relative to a run's place in it. `metric` and `param` are repeated, one per column: absent, the default columns;
+    `?metric=` (`?param=`) alone, none. `tag`, `range` and `param_filter` are repeated too, and every one of them must
+    hold. `metric_names` are the experiment's scalar metric names and `parameter_names` its parameters' names: any
+    other name is refused.
     """
 
     MAX_COLUMNS = 20
@@ -179,17 +221,26 @@ class RunFilterForm(forms.Form):
     children_of = forms.IntegerField(required=False, min_value=1)
     sort = forms.CharField(required=False, max_length=300)
     metric = forms.Field(required=False, widget=forms.MultipleHiddenInput)
+    param = forms.Field(required=False, widget=forms.MultipleHiddenInput)
     tag = forms.Field(required=False, widget=forms.MultipleHiddenInput)
     range = forms.Field(required=False, widget=forms.MultipleHiddenInput)
+    param_filter = forms.Field(required=False, widget=forms.MultipleHiddenInput)
 
-    def __init__(self, *args, metric_names=(), **kwargs):
+    def __init__(self, *args, metric_names=(), parameter_names=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.metric_names = set(metric_names)
+        self.parameter_names = set(parameter_names)
 
     def _check_metric(self, name: str) -> str:
         if name not in self.metric_names:
             known = ", ".join(sorted(self.metric_names)[:20]) or "none yet"
             raise ValidationError(f"No scalar metric named {name!r} in this experiment (its metrics: {known}).")
+        return name
+
+    def _check_param(self, name: str) -> str:
+        if name not in self.parameter_names:
+            known = ", ".join(sorted(self.parameter_names)[:20]) or "none yet"
+            raise ValidationError(f"No parameter named {name!r} in this experiment (its parameters: {known}).")
         return name
 
     def _repeated(self, name: str, *, limit: int) -> list[str]:
@@ -204,7 +255,9 @@ class RunFilterForm(forms.Form):
         except runs_table.TableError as exc:
             raise ValidationError(str(exc)) from None
         if sort.column == "metric":
-            self._check_metric(sort.metric)
+            self._check_metric(sort.name)
+        elif sort.column == "param":
+            self._check_param(sort.name)
         return sort
 
     def clean_metric(self) -> list[str] | None:
@@ -214,6 +267,24 @@ class RunFilterForm(forms.Form):
             return None
         names = list(dict.fromkeys(self._repeated("metric", limit=self.MAX_COLUMNS)))
         return [self._check_metric(name) for name in names]
+
+    def clean_param(self) -> list[str] | None:
+        """The chosen parameter columns in the order given, or None for the default ones."""
+        if not self.cleaned_data["param"]:
+            return None
+        names = list(dict.fromkeys(self._repeated("param", limit=self.MAX_COLUMNS)))
+        return [self._check_param(name) for name in names]
+
+    def clean_param_filter(self) -> tuple[runs_table.ParamFilter, ...]:
+        found = []
+        for text in self._repeated("param_filter", limit=self.MAX_FILTERS):
+            try:
+                param = runs_table.ParamFilter.parse(text.strip())
+            except runs_table.TableError as exc:
+                raise ValidationError(str(exc)) from None
+            self._check_param(param.name)
+            found.append(param)
+        return tuple(found)
 
     def clean_tag(self) -> tuple[runs_table.TagFilter, ...]:
         found = []
@@ -250,7 +321,21 @@ class RunFilterForm(forms.Form):
     @staticmethod
     def filters_of(data: dict) -> runs_table.Filters:
         """The filters of a valid query (its cleaned data)."""
-        return runs_table.Filters(status=data["status"], tags=data["tag"], ranges=data["range"])
+        return runs_table.Filters(status=data["status"], tags=data["tag"], ranges=data["range"],
+                                  params=data["param_filter"])
+
+
+class RunPageForm(forms.Form):
+    """The run page's query string: `tab` (an unknown one shows the overview, so an old link still opens the page)
+    and `pane`, the part an htmx request asks for when its tab is first opened."""
+
+    TABS = ("overview", "metrics", "console", "outputs", "snapshot", "system", "children")
+    tab = forms.CharField(max_length=20, required=False)
+    pane = forms.ChoiceField(choices=[("", ""), ("outputs", "outputs"), ("snapshot", "snapshot")], required=False)
+
+    def clean_tab(self) -> str:
+        tab = self.cleaned_data["tab"]
+        return tab if tab in self.TABS else "overview"
 
 
 class SnapshotFileForm(forms.Form):
@@ -287,7 +372,7 @@ class SeriesDataForm(forms.Form):
 
 class MetricsTabForm(forms.Form):
     # The live poller sends the version it shows; an unchanged version is answered with 204 (nothing to swap).
-    known = forms.RegexField(regex=r"^\d{1,12}\.\d{1,15}\.\d{1,12}$", required=False)
+    known = forms.RegexField(regex=r"^\d{1,12}\.\d{1,15}\.\d{1,12}(?:\.\d{1,12})?$", required=False)
 
 
 class CompareForm(forms.Form):

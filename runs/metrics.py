@@ -1,10 +1,12 @@
 """Storing what a run logs and reading it back for charts and tables.
 
 Scalar series are stored in chunks of CHUNK_POINTS points (float64 arrays of step, value and wall-clock time).
-When a chunk fills up it is sealed with a summary: the chunk downsampled to SUMMARY_POINTS with MinMaxLTTB plus
-its minimum, maximum, first and last points. A chart reads the summaries of sealed chunks and the raw points of the
-open chunk, then downsamples that to at most CHART_POINTS the same way, so a 10,000,000-point series costs about
-as much as a 150,000-point one, a single spike survives both levels, and running and finished runs are drawn alike.
+The open chunk, still filling, is kept as segments of at most SEGMENT_POINTS points, so an append rewrites one
+small segment, never a whole chunk. When a chunk fills up, its segments become one chunk, sealed with a summary: the
+chunk downsampled to SUMMARY_POINTS with MinMaxLTTB plus its minimum, maximum, first and last points. A chart reads
+the summaries of sealed chunks and the raw points of the open chunk, then downsamples that to at most CHART_POINTS
+the same way, so a 10,000,000-point series costs about as much as a 150,000-point one, a single spike survives both
+levels, and running and finished runs are drawn alike.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tsdownsample import MinMaxLTTBDownsampler
 from runs.models import MetricChunk, MetricEntry, MetricKind, MetricSeries, Run
 
 CHUNK_POINTS = 65_536
+SEGMENT_POINTS = 8_192  # the open chunk is kept in segments of at most this many points (see _write_chunks)
 SUMMARY_POINTS = 1_024
 CHART_POINTS = 2_000
 MAX_NONFINITE_MARKERS = 500
@@ -111,8 +114,10 @@ def append_scalars(
     if not len(values):
         return 0
     with transaction.atomic():
-        series = series_for(run, name, MetricKind.SCALAR, description)
-        series = MetricSeries.objects.select_for_update().get(pk=series.pk)
+        series = MetricSeries.objects.select_for_update().filter(run=run, name=name).first()
+        if series is None or series.kind != MetricKind.SCALAR or description and series.description != description[:1024]:
+            series = series_for(run, name, MetricKind.SCALAR, description)  # made, refused, or described anew
+            series = MetricSeries.objects.select_for_update().get(pk=series.pk)
         start = series.count
         steps = np.array(steps, dtype=np.float64)  # a copy: the caller's array stays as it was
         missing = np.flatnonzero(np.isnan(steps))
@@ -150,23 +155,52 @@ def _db_float(value: float) -> float | None:
 
 
 def _write_chunks(series: MetricSeries, incoming: Points) -> None:
-    chunk = MetricChunk.objects.filter(series=series, sealed=False).order_by("-seq").first()
+    """Append to the open chunk, which is kept as segments of at most SEGMENT_POINTS points: a small append (a
+    1,000-point batch, a live run's flush) rewrites one segment, not a chunk of up to CHUNK_POINTS. When the
+    segments and the new points make a full chunk, they are merged into one sealed chunk with its summary, at the
+    first segment's place in the order."""
+    tail = list(MetricChunk.objects.filter(series=series, sealed=False).order_by("seq").only("pk", "seq", "count"))
+    open_count = sum(segment.count for segment in tail)
     offset = 0
     while offset < len(incoming):
-        if chunk is None:
-            last_seq = MetricChunk.objects.filter(series=series).order_by("-seq").values_list("seq", flat=True).first()
-            chunk = MetricChunk(series=series, seq=0 if last_seq is None else last_seq + 1, count=0, data=b"")
-        existing = Points.decode(chunk.data) if chunk.count else None
-        room = CHUNK_POINTS - chunk.count
-        part = incoming.take(slice(offset, offset + room))
+        part = incoming.take(slice(offset, offset + CHUNK_POINTS - open_count))
         offset += len(part)
-        merged = Points.concat([existing, part] if existing is not None else [part])
-        chunk.data, chunk.count = merged.encode(), len(merged)
-        if chunk.count >= CHUNK_POINTS:
-            chunk.sealed = True
-            chunk.summary = merged.take(downsample_indices(merged.values, SUMMARY_POINTS)).encode()
-        chunk.save()
-        chunk = None if chunk.sealed else chunk
+        if open_count + len(part) >= CHUNK_POINTS:
+            _seal(series, tail, part)
+            tail, open_count = [], 0
+            continue
+        open_count += len(part)
+        last = tail[-1] if tail else None
+        if last is not None and last.count < SEGMENT_POINTS:
+            fill = part.take(slice(0, SEGMENT_POINTS - last.count))
+            existing = Points.decode(MetricChunk.objects.filter(pk=last.pk).values_list("data", flat=True).get())
+            last.count += len(fill)
+            MetricChunk.objects.filter(pk=last.pk).update(data=Points.concat([existing, fill]).encode(), count=last.count)
+            part = part.take(slice(len(fill), None))
+        for start in range(0, len(part), SEGMENT_POINTS):
+            piece = part.take(slice(start, start + SEGMENT_POINTS))
+            segment = MetricChunk.objects.create(series=series, seq=_next_seq(series), count=len(piece),
+                                                 data=piece.encode())
+            tail.append(segment)
+
+
+def _next_seq(series: MetricSeries) -> int:
+    last_seq = MetricChunk.objects.filter(series=series).order_by("-seq").values_list("seq", flat=True).first()
+    return 0 if last_seq is None else last_seq + 1
+
+
+def _seal(series: MetricSeries, tail: list[MetricChunk], part: Points) -> None:
+    """The open segments and `part` (together CHUNK_POINTS points) as one sealed chunk with its summary."""
+    blobs = MetricChunk.objects.filter(pk__in=[segment.pk for segment in tail]).order_by("seq").values_list("data", flat=True)
+    merged = Points.concat([*(Points.decode(blob) for blob in blobs), part])
+    summary = merged.take(downsample_indices(merged.values, SUMMARY_POINTS)).encode()
+    if not tail:
+        MetricChunk.objects.create(series=series, seq=_next_seq(series), count=len(merged), data=merged.encode(),
+                                   summary=summary, sealed=True)
+        return
+    MetricChunk.objects.filter(pk__in=[segment.pk for segment in tail[1:]]).delete()
+    MetricChunk.objects.filter(pk=tail[0].pk).update(data=merged.encode(), count=len(merged), summary=summary,
+                                                     sealed=True)
 
 
 def read_scalars(series: MetricSeries, max_points: int = CHART_POINTS) -> tuple[Points, int]:

@@ -99,6 +99,15 @@ class Snapshot(models.Model):
         return None
 
 
+class TrackedBy(models.TextChoices):
+    """Who runs a run. The studio's own runs are executed by a worker; a run an external client tracks (an MLflow
+    script logging to the studio's MLflow API) has no worker, script or heartbeat here: the reaper and the workers leave
+    it alone, and its status and times are what the client reports."""
+
+    STUDIO = "", "the studio"
+    MLFLOW = "mlflow", "an MLflow client"
+
+
 class RunQuerySet(models.QuerySet):
     def for_workspace(self, workspace: Workspace) -> RunQuerySet:
         return self.filter(workspace=workspace)
@@ -139,6 +148,8 @@ class Run(models.Model):
     token_hash = models.CharField(max_length=64, blank=True)
     # Set by the script's SDK with run.fail(reason): the run ends Failed with this reason even if it exits 0.
     reported_failure = models.TextField(blank=True)
+    # Empty for the studio's own runs; who tracks the run otherwise (no worker executes it: see TrackedBy).
+    tracked_by = models.CharField(max_length=16, choices=TrackedBy.choices, default=TrackedBy.STUDIO, blank=True)
 
     objects = RunQuerySet.as_manager()
 
@@ -194,6 +205,7 @@ class Run(models.Model):
         if to == RunStatus.RUNNING and "started_at" not in fields:
             self.started_at = Run.objects.filter(pk=self.pk).values_list("started_at", flat=True).first()
         live.publish_status(self.pk, to)
+        live.publish_child(self.parent_id, self.pk)
         return True
 
     def create_child(self, name: str = "") -> Run:
@@ -213,6 +225,7 @@ class Run(models.Model):
                 started_at=now,
             )
             RunStatusChange.objects.create(run=child, status=RunStatus.RUNNING, at=now)
+        live.publish_child(self.pk, child.pk)
         return child
 
     def end_with_descendants(self, status: str, reason: str = "", **fields) -> None:
@@ -226,8 +239,11 @@ class Run(models.Model):
             level = [child.pk for child in Run.objects.filter(parent_id__in=level).only("pk")]
 
     def request_cancel(self, reason: str = "Canceled by user.") -> bool:
-        """Cancel a run. A queued run ends at once; a running one is stopped by its worker."""
-        if self.transition(RunStatus.CANCELED, from_states=(RunStatus.NOT_STARTED, RunStatus.QUEUED), reason=reason):
+        """Cancel a run. A queued run ends at once; a running one is stopped by its worker. A run an external client
+        tracks has no worker to stop: it is marked Canceled at once (the client is not told)."""
+        waiting = (RunStatus.NOT_STARTED, RunStatus.QUEUED)
+        if self.transition(RunStatus.CANCELED, from_states=waiting + (ACTIVE_STATES if self.tracked_by else ()),
+                           reason=reason):
             return True
         if self.is_final:
             return False
@@ -321,6 +337,62 @@ class MetricEntry(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["series", "seq"], name="unique_entry_seq")]
         ordering = ["series", "seq"]
+
+
+class ParameterSource(models.TextChoices):
+    ARGUMENTS = "arguments", "Parsed from the arguments"
+    SCRIPT = "script", "Logged by the script"
+
+
+class RunParameter(models.Model):
+    """One parameter of a run: a name and a JSON scalar (text, a finite number or a boolean), from the submitted
+    arguments (`--name value`) or logged by the script (which replaces a parsed value). See runs/parameters.py.
+
+    `text` is the value as shown, `number` the value as a number when it is one ("0.01" too), and `sort_key` orders
+    values in one column: numbers first, by value (an order-preserving encoding), then text. The runs table sorts and
+    filters by them through the (experiment, name, sort_key) index, as it does metrics.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="parameters")
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=255)
+    value = models.JSONField()
+    text = models.TextField()
+    number = models.FloatField(null=True, blank=True)
+    sort_key = models.CharField(max_length=200)
+    source = models.CharField(max_length=16, choices=ParameterSource.choices)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="unique_parameter_per_run")]
+        indexes = [models.Index(fields=["experiment", "name", "sort_key"], name="parameter_sort")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.text} of run {self.run_id}"
+
+
+class RunGitInfo(models.Model):
+    """Where a run's source came from when it was a git working copy, as the client reported it (see runs/gitinfo.py):
+    the remote without credentials, branch, commit, whether the working copy had changes, and those changes as a
+    diff (bounded; `diff_truncated` when the client cut it, `diff_bytes` the size before the cut)."""
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="git_info")
+    remote_url = models.CharField(max_length=2048, blank=True)
+    branch = models.CharField(max_length=255, blank=True)
+    commit = models.CharField(max_length=64, blank=True)
+    dirty = models.BooleanField(default=False)
+    diff = models.TextField(blank=True)
+    diff_truncated = models.BooleanField(default=False)
+    diff_bytes = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"git {self.commit[:12] or '?'} of run {self.run_id}"
+
+    def as_json(self) -> dict:
+        return {"remote_url": self.remote_url or None, "branch": self.branch or None, "commit": self.commit or None,
+                "dirty": self.dirty, "diff": self.diff, "diff_truncated": self.diff_truncated,
+                "diff_bytes": self.diff_bytes}
 
 
 class RunOutput(models.Model):

@@ -5,30 +5,39 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
+from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
 from environments.models import Environment
-from runs import runs_table, snapshots, storage
+from runs import gitinfo, parameters, runs_table, snapshots, storage
 from runs.access import get_experiment_for_user, get_run_for_user
-from runs.forms import ArchiveForm, ExperimentListForm, RunFilterForm, SnapshotFileForm, SubmitRunForm
-from runs.models import Experiment, Run, RunStatus
+from runs.forms import ArchiveForm, ExperimentListForm, RunFilterForm, RunPageForm, SnapshotFileForm, SubmitRunForm
+from runs.models import Experiment, Run, RunGitInfo, RunStatus
 from studio import console
 from studio.access import get_rw_workspace_for_user, get_workspace_for_user
 from studio.downloads import file_response, zip_response
 from studio.forms import LogQueryForm, valid_query
 
 PAGE_SIZE = 50
+RUN_TABS = [("overview", "Overview"), ("metrics", "Metrics"), ("console", "Console"), ("outputs", "Outputs"),
+            ("snapshot", "Snapshot"), ("system", "System"), ("children", "Children")]
 
 
 @require_GET
 @login_required
 def dashboard(request, workspace: str):
     access = get_workspace_for_user(request, workspace)
-    recent = Run.objects.for_workspace(access.workspace).select_related("experiment", "compute_target").order_by("-id")[:20]
-    return render(request, "runs/dashboard.html", {"access": access, "workspace": access.workspace, "recent_runs": recent})
+    runs = Run.objects.for_workspace(access.workspace)
+    recent = runs.select_related("experiment", "compute_target").order_by("-id")[:20]
+    # counted as the Experiments list counts them (archived experiments left out)
+    counts = runs.filter(experiment__archived=False).aggregate(total=Count("id"), top=Count("id", filter=Q(parent__isnull=True)))
+    experiments = Experiment.objects.for_workspace(access.workspace).filter(archived=False).count()
+    return render(request, "runs/dashboard.html", {"access": access, "workspace": access.workspace, "recent_runs": recent,
+                                                   "run_counts": counts, "experiment_count": experiments})
 
 
 @require_GET
@@ -59,9 +68,10 @@ def experiment_detail(request, workspace: str, name: str):
     """The experiment's top-level runs (see runs/runs_table.py); `?children_of=<id>` gives a run's child rows."""
     access, experiment = get_experiment_for_user(request, workspace, name)
     metric_names = runs_table.scalar_metric_names(experiment)
-    query = valid_query(RunFilterForm, request, metric_names=metric_names)
+    param_names = runs_table.parameter_names(experiment)
+    query = valid_query(RunFilterForm, request, metric_names=metric_names, parameter_names=param_names)
     filters = RunFilterForm.filters_of(query)
-    table = runs_table.Table.from_query(query, filters, metric_names)
+    table = runs_table.Table.from_query(query, filters, metric_names, param_names)
     context = {"access": access, "workspace": access.workspace, "experiment": experiment, "table": table}
     if query["children_of"] is not None:
         parent = get_object_or_404(Run, experiment=experiment, pk=query["children_of"])
@@ -74,16 +84,20 @@ def experiment_detail(request, workspace: str, name: str):
         except runs_table.TableError as exc:
             raise BadRequest(str(exc)) from None
         counts = runs_table.status_counts(experiment)
+        # the status links count top-level runs (the table's rows); say how many runs there are with child runs too
+        context["run_counts"] = {"top": sum(counts.values()), "total": Run.objects.filter(experiment=experiment).count()}
         context.update(
             runs=page.runs,
             pager=table.pager(page),
             metric_names=metric_names,
+            param_names=param_names,
             status_filter=query["status"],
             status_links=table.status_links(counts, RunStatus.choices),
         )
         template = "runs/experiment_detail.html"
         if request.htmx and request.htmx.target == "runs-table":
             template += "#runs-table"
+    runs_table.attach_parameter_cells(context["runs"], table.param_columns)
     runs_table.attach_metric_cells(context["runs"], table.columns)
     runs_table.attach_child_counts(context["runs"])
     return render(request, template, context)
@@ -136,26 +150,42 @@ def run_submit(request, workspace: str):
 @require_GET
 @login_required
 def run_detail(request, workspace: str, run_id: int):
-    """The run page; an htmx request for `#run-summary` gets that part alone (286 once the run is final)."""
+    """The run page. Its tabs (`?tab=`) are parts of one page: Metrics, System and Children load the telemetry
+    partial (runs/telemetry_views.py), Outputs and Snapshot their pane (`?pane=`), when first opened. An htmx request
+    for `#run-summary` gets that part alone (286 once the run is final)."""
     access, run = get_run_for_user(request, workspace, run_id)
+    query = valid_query(RunPageForm, request)
     context = {
         "access": access,
         "workspace": access.workspace,
         "run": run,
+        "tab": query["tab"],
+        "run_tabs": RUN_TABS,
+        "server_now": timezone.now(),
         "timeline": run.status_changes.all(),
-        "environment_image": run.environment.image() if run.environment else None,
+        # a local run uses a virtualenv of the definition, never the image: its status is no business of the run
+        "environment_image": run.environment.image() if run.environment and run.compute_target.kind == "docker" else None,
     }
     if request.htmx and request.htmx.target == "run-summary":
         response = render(request, "runs/run_detail.html#run-summary", context)
         if run.is_final:
             response.status_code = HTMX_STOP_POLLING
         return response
+    pane = query["pane"] or (query["tab"] if query["tab"] in ("outputs", "snapshot") else "")
+    if pane == "outputs":
+        context["files"] = storage.list_stored_files(run.pk)
+    elif pane == "snapshot":
+        context["tree"] = snapshots.file_tree(run.snapshot)
+    if query["pane"]:
+        return render(request, f"runs/run_detail.html#{pane}-pane", context)
     log_path = storage.console_log_path(run.pk)
     if run.is_final:
         context["log_lines"], context["log_truncated"] = console.tail(log_path)
         context["log_size"] = console.size(log_path)
-    context["files"] = storage.list_stored_files(run.pk)
-    context["tree"] = snapshots.file_tree(run.snapshot)
+    context["parameters"] = parameters.of_run(run)
+    context["git"] = git = RunGitInfo.objects.filter(run=run).first()
+    context["git_diff"] = gitinfo.diff_lines(git.diff) if git and git.diff else []
+    context["git_diff_shown_bytes"] = len(git.diff.encode()) if git else 0
     return render(request, "runs/run_detail.html", context)
 
 

@@ -35,6 +35,9 @@ from django.utils.html import escape
 
 logger = logging.getLogger(__name__)
 _LIMITS: dict[str, Callable[[], int]] = {}
+# URL prefixes whose refusals an app shapes itself (its API's error shape): prefix -> render(status, message) giving
+# (body, content type).
+_REFUSALS: dict[str, Callable[[int, str], tuple[bytes, str]]] = {}
 RECEIVE_TIMEOUT_SECONDS = 60  # a client that stops sending its body for this long is given up on
 REFUSAL_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Request refused · Studio</title></head>
 <body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto">
@@ -47,6 +50,12 @@ def register(url_name: str, limit: Callable[[], int]) -> None:
     Register before the first request (in an app's `ready`)."""
     _LIMITS[url_name] = limit
     _route_limits.cache_clear()
+
+
+def register_refusal(prefix: str, render: Callable[[int, str], tuple[bytes, str]]) -> None:
+    """Refusals of requests under `prefix` (a 413 before the view runs) have the body `render(status, message)`
+    gives, in the error shape of the API there."""
+    _REFUSALS[prefix] = render
 
 
 def body_limit_for(path: str) -> int:
@@ -226,7 +235,10 @@ class StreamingASGIHandler(ASGIHandler):
         body_file.close()
 
     def _refusal(self, scope, status: int, message: str):
-        if scope["path"].startswith("/api/"):
+        shaped = next((render for prefix, render in _REFUSALS.items() if scope["path"].startswith(prefix)), None)
+        if shaped is not None:
+            body, content_type = shaped(status, message)
+        elif scope["path"].startswith("/api/"):
             body, content_type = json.dumps({"error": message}), "application/json"
         else:  # a page: what a browser shows after a form upload that was too large
             body = REFUSAL_PAGE.format(message=escape(message))

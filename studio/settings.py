@@ -59,11 +59,13 @@ INSTALLED_APPS = [
     "runs",
     "environments",
     "models_registry",
+    "mlflow_api",
     "endpoints",
 ]
 
 MIDDLEWARE = [
     "studio.middleware.ApiJsonErrorsMiddleware",  # outermost: it sees every error response under /api/
+    "mlflow_api.middleware.MlflowJsonErrorsMiddleware",  # and under /mlflow/, in MLflow's error shape
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

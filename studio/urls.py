@@ -13,7 +13,7 @@ from models_registry.api import run_router as models_run_api
 from runs.api import ingest as runs_ingest_api
 from runs.api import router as runs_api
 from runs.views import dashboard
-from studio import compute_views, views
+from studio import compute_views, people, views
 from studio.api import create_api
 from studio.api import router as studio_api
 from studio.converters import IdConverter
@@ -47,12 +47,17 @@ urlpatterns = [
     path("accounts/login/", require_http_methods(["GET", "POST"])(auth_views.LoginView.as_view(template_name="studio/login.html")),
          name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/welcome/<str:invite>/", people.accept_invite, name="accept_invite"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_urls, namespace=api_namespace)),
+    path("mlflow/<slug:workspace>/", include("mlflow_api.urls")),
     path("workspaces/", views.workspace_list, name="workspace_list"),
     path("w/<slug:workspace>/", dashboard, name="dashboard"),
     path("w/<slug:workspace>/members/", views.members, name="members"),
     path("w/<slug:workspace>/members/<id:membership_id>/remove/", views.remove_member, name="remove_member"),
+    path("w/<slug:workspace>/members/invite/", people.invite_member, name="invite_member"),
+    path("w/<slug:workspace>/members/<id:membership_id>/invite/", people.renew_invite, name="renew_invite"),
     path("w/<slug:workspace>/compute/", compute_views.compute_list, name="compute_list"),
     path("w/<slug:workspace>/compute/new/", compute_views.compute_edit, name="compute_new"),
     path("w/<slug:workspace>/compute/<id:target_id>/edit/", compute_views.compute_edit, name="compute_edit"),
@@ -63,5 +68,6 @@ urlpatterns = [
     path("w/<slug:workspace>/", include("models_registry.urls")),
     path("w/<slug:workspace>/", include("endpoints.urls")),
     path("account/tokens/", views.api_tokens, name="api_tokens"),
+    path("account/password/", people.password_change, name="password_change"),
     path("account/tokens/<id:token_id>/revoke/", views.revoke_api_token, name="revoke_api_token"),
 ]

@@ -9,19 +9,23 @@ The allow-list (`ROUTES`) says who may use each route with which methods:
 - `run_token`: the running script's own token (the SDK's routes).
 
 Pages use the session (an anonymous visitor is sent to sign in); API routes a personal token (anonymous: 401, a
-session is not enough). A method a route does not declare gets 405. A route that is not declared fails the test, so a
+session is not enough), and so do the MLflow API's routes (`mlflow:`, the token as MLflow's client sends it, a bearer
+token; errors in MLflow's shape). A method a route does not declare gets 405. A route that is not declared fails the test, so a
 new route cannot be added without saying who may use it.
 """
 
 from __future__ import annotations
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from endpoints import services as endpoint_services
 from endpoints.models import Instance
 from environments.models import EnvironmentImage
+from mlflow_api import tracking as mlflow_tracking
+from mlflow_api.models import LoggedModel
 from models_registry import registry
 from runs import metrics, storage, tokens
 from runs.models import MetricKind, RunStatus
@@ -39,12 +43,17 @@ ROUTES: dict[str, dict[str, str]] = {
     "home": {"GET": "signed_in"},
     "login": {"GET": "public", "POST": "public"},
     "logout": {"POST": "public"},
+    "favicon": {"GET": "public"},
+    "accept_invite": {"GET": "public", "POST": "public"},  # the link is the credential; a wrong one is refused (400)
+    "password_change": {"GET": "signed_in", "POST": "signed_in"},
     "workspace_list": {"GET": "signed_in", "POST": "signed_in"},
     "api_tokens": {"GET": "signed_in", "POST": "signed_in"},
     "revoke_api_token": {"POST": "token_owner"},
     "dashboard": {"GET": R},
     "members": {"GET": R, "POST": OWN},
     "remove_member": {"POST": OWN},
+    "invite_member": {"POST": OWN},
+    "renew_invite": {"POST": OWN},
     "compute_list": {"GET": R},
     "compute_new": {"GET": W, "POST": W},
     "compute_edit": {"GET": W, "POST": W},
@@ -140,6 +149,11 @@ ROUTES: dict[str, dict[str, str]] = {
     "api:get_snapshot": {"GET": R},
     "api:snapshot_file": {"GET": R},
     "api:snapshot_zip": {"GET": R},
+    "api:snapshot_missing": {"POST": W},
+    "api:create_snapshot": {"POST": W},
+    "api:blob_state": {"GET": W, "PUT": W},  # GET (and HEAD): how much of an upload is held; writers only
+    "api:upload_blob": {"GET": W, "PUT": W},
+    "api:upload_blobs": {"POST": W},
     "api:list_environments": {"GET": R},
     "api:list_versions": {"GET": R},
     "api:get_version": {"GET": R},
@@ -189,8 +203,48 @@ ROUTES: dict[str, dict[str, str]] = {
     "api:ingest_file": {"POST": "run_token"},
     "api:ingest_children": {"POST": "run_token"},
     "api:ingest_status": {"POST": "run_token"},
+    "api:ingest_parameters": {"POST": "run_token"},
     "api:ingest_register_model": {"POST": "run_token"},
+    # The MLflow API (personal tokens as MLflow's client sends them); MLflow searches with POST, readers too ------------
+    "mlflow:experiments_get_by_name": {"GET": R},
+    "mlflow:experiments_create": {"POST": W},
+    "mlflow:experiments_get": {"GET": R},
+    "mlflow:experiments_search": {"POST": R},
+    "mlflow:runs_create": {"POST": W},
+    "mlflow:runs_get": {"GET": R},
+    "mlflow:runs_update": {"POST": W},
+    "mlflow:runs_search": {"POST": R},
+    "mlflow:runs_log_metric": {"POST": W},
+    "mlflow:runs_log_parameter": {"POST": W},
+    "mlflow:runs_set_tag": {"POST": W},
+    "mlflow:runs_delete_tag": {"POST": W},
+    "mlflow:runs_log_batch": {"POST": W},
+    "mlflow:runs_outputs": {"POST": W},
+    "mlflow:metrics_get_history": {"GET": R},
+    "mlflow:logged_models_create": {"POST": W},
+    "mlflow:logged_models_search": {"POST": R},
+    "mlflow:logged_model": {"GET": R, "PATCH": W},
+    "mlflow:logged_model_tags": {"PATCH": W},
+    "mlflow:logged_model_tag_delete": {"DELETE": W},
+    "mlflow:logged_model_params": {"POST": W},
+    "mlflow:registered_models_create": {"POST": W},
+    "mlflow:registered_models_get": {"GET": R},
+    "mlflow:registered_models_update": {"PATCH": W},
+    "mlflow:registered_models_search": {"GET": R},
+    "mlflow:registered_models_latest_versions": {"POST": R},
+    "mlflow:registered_models_alias": {"GET": R, "POST": W, "DELETE": W},
+    "mlflow:model_versions_create": {"POST": W},
+    "mlflow:model_versions_get": {"GET": R},
+    "mlflow:model_versions_update": {"PATCH": W},
+    "mlflow:model_versions_search": {"GET": R},
+    "mlflow:model_versions_download_uri": {"GET": R},
+    "mlflow:model_versions_set_tag": {"POST": W},
+    "mlflow:model_versions_delete_tag": {"DELETE": W},
+    "mlflow:server_info": {"GET": R},
+    "mlflow:artifacts_list": {"GET": R},
+    "mlflow:artifact": {"GET": R, "PUT": W},
 }
+TOKEN_ROUTES = ("api:", "mlflow:")  # a personal token, never a session
 STAFF_ONLY = "admin:"  # Django's admin: its own staff check, tested once below
 
 
@@ -240,7 +294,13 @@ def world(cast, workspace):
         endpoint, cast["carol"], "blue", model="digits:1", compute_target=workspace.compute_targets.get(name="local"),
         script=("score.py", b"def init():\n    pass\n\ndef run(data):\n    return data\n"))
     instance = Instance.objects.create(deployment=deployment, revision=1, index=0, handle="pid:0", port=None)
+    mlflow_run = mlflow_tracking.create_run(workspace, cast["carol"], experiment_id=str(run.experiment_id),
+                                            user_id="carol", run_name="logged", start_time=None, tags=[])
+    storage.store_upload(mlflow_run.pk, "notes.txt", SimpleUploadedFile("notes.txt", b"notes"))
+    logged_model = LoggedModel.objects.create(workspace=workspace, experiment=run.experiment, run=mlflow_run,
+                                              name="model", folder="model", tags={"team": "vision"})
     return {
+        "mlflow_run": mlflow_run, "logged_model": logged_model,
         "instance": instance,
         "run": run, "run_token": tokens.issue(run), "series": series, "entry": image_series.entries.get(),
         "env": env, "image": image, "target": target,
@@ -257,7 +317,9 @@ def url_for(name: str, world) -> str:
         "membership_id": world["membership"].pk, "token_id": world["token"].pk, "series_id": world["series"].pk,
         "entry_id": world["entry"].pk, "path": "outputs/model.pkl", "version": env.version,
         "file": "model.pkl", "alias": "production", "reference": "digits:1", "deployment": "blue",
-        "instance_id": world["instance"].pk, "instance": world["instance"].pk,
+        "instance_id": world["instance"].pk, "instance": world["instance"].pk, "sha256": "0" * 64,
+        "model_id": world["logged_model"].model_id, "key": "team", "invite": "not-a-valid-link",
+        "artifact_path": f"{run.experiment_id}/{world['mlflow_run'].mlflow.run_uuid}/artifacts/notes.txt",
     }
     route = next(route for pattern_name, route in all_patterns() if pattern_name == name)
     kwargs = {key: value for key, value in values.items() if f"<{key}>" in route or f":{key}>" in route}
@@ -290,15 +352,16 @@ def request(name: str, method: str, visitor: str, world, cast):
     client = Client()
     url = url_for(name, world)
     headers = {}
-    if name.startswith("api:"):
+    if name.startswith(TOKEN_ROUTES):
         if visitor != "anonymous":
-            headers["Authorization"] = f"Token {ApiToken.issue(cast[visitor], 'matrix')[1]}"
+            scheme = "Bearer" if name.startswith("mlflow:") else "Token"
+            headers["Authorization"] = f"{scheme} {ApiToken.issue(cast[visitor], 'matrix')[1]}"
     elif visitor != "anonymous":
         client.force_login(cast[visitor])
     query = {"path": "train.py"} if name.endswith("snapshot_file") else {}
     if method == "GET":
         return client.get(url, query, headers=headers)
-    body = "{}" if name.startswith("api:") else ""
+    body = "{}" if name.startswith(TOKEN_ROUTES) else ""
     return client.generic(method, url, body, content_type="application/json", headers=headers)
 
 
@@ -307,7 +370,7 @@ def expected_denial(name: str, visitor: str, who: str) -> int | None:
     if visitor in ALLOWED[who]:
         return None
     if visitor == "anonymous":
-        return 401 if name.startswith("api:") else 302
+        return 401 if name.startswith(TOKEN_ROUTES) else 302
     if who in ("member", "writer", "owner") and visitor == "charlie" or who == "token_owner":
         return 404
     return 403
@@ -344,8 +407,16 @@ def check(name: str, method: str, who: str, visitor: str, world, cast) -> None:
         assert response.status_code == denial, f"{visitor} {method} {name}: {response.status_code}"
         if denial == 302:
             assert response.url.startswith(reverse("login"))
-    if name.startswith("api:") and response.status_code >= 400:
+    if name.startswith(TOKEN_ROUTES) and response.status_code >= 400:
         assert response["Content-Type"].startswith("application/json"), f"{method} {name}: not JSON"
+        assert_error_shape(name, response)
+
+
+def assert_error_shape(name: str, response) -> None:
+    """The REST API's `{"error": ...}`, or MLflow's `{"error_code": ..., "message": ...}` on its routes."""
+    if name.startswith("mlflow:"):
+        assert response.json()["error_code"] and response.json()["message"]
+    else:
         assert response.json()["error"]
 
 
@@ -361,14 +432,14 @@ def test_a_method_a_route_does_not_take_is_405(name, method, world, cast):
     headers = {}
     if visitor_token:
         headers["Authorization"] = f"Bearer {visitor_token}"
-    elif name.startswith("api:"):
+    elif name.startswith(TOKEN_ROUTES):
         headers["Authorization"] = f"Token {ApiToken.issue(cast[who], 'matrix')[1]}"
     else:
         client.force_login(cast[who])
     response = client.generic(method, url_for(name, world), "{}", content_type="application/json", headers=headers)
     assert response.status_code == 405, f"{method} {name}: {response.status_code}"
-    if name.startswith("api:"):
-        assert response.json()["error"]
+    if name.startswith(TOKEN_ROUTES):
+        assert_error_shape(name, response)
 
 
 INGEST = [(name, method) for name, methods in ROUTES.items() for method, who in methods.items() if who == "run_token"]

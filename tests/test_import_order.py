@@ -1,6 +1,6 @@
 """Imports go one way: apps depend on the core (`studio`), never the reverse, and apps only on the apps below them.
 
-    studio  <-  environments  <-  runs  <-  models_registry  <-  endpoints
+    studio  <-  environments  <-  runs  <-  models_registry  <-  mlflow_api  <-  endpoints
 
 Only the core's project wiring (settings, urls, asgi, wsgi, celery) may import an app. Every import counts, also one
 placed inside a function. Compute knowledge stays in the compute drivers: `runs/execution.py` imports nothing of
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["studio", "environments", "runs", "models_registry", "endpoints"]
+LAYERS = ["studio", "environments", "runs", "models_registry", "mlflow_api", "endpoints"]
 WIRING = {"studio/settings.py", "studio/urls.py", "studio/asgi.py", "studio/wsgi.py", "studio/celery.py"}
 
 

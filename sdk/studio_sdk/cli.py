@@ -137,7 +137,7 @@ def cmd_workspace_use(args, out: Output) -> int:
 def cmd_experiment_list(args, out: Output) -> int:
     ws = _workspace(args)
     page = ws.api.get(ws.path("/experiments"))
-    out.show(page["items"], ["name", "run_count", "last_run_at", "archived"])
+    out.show(page["items"], ["name", "runs", "all_runs", "latest_run_at", "archived"])
     return 0
 
 

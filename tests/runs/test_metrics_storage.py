@@ -94,3 +94,25 @@ def test_a_name_keeps_its_kind(cast, workspace):
 def test_bad_names_are_refused(name):
     with pytest.raises(metrics.MetricError, match="Invalid name"):
         metrics.check_name(name)
+
+
+def test_small_appends_fill_segments_and_a_full_chunk_is_sealed_as_one(cast, workspace, monkeypatch):
+    monkeypatch.setattr(metrics, "CHUNK_POINTS", 1000)
+    monkeypatch.setattr(metrics, "SEGMENT_POINTS", 300)
+    monkeypatch.setattr(metrics, "SUMMARY_POINTS", 100)
+    run = make_run(workspace, cast["carol"])
+    for start in range(0, 1_400, 100):  # 14 appends of 100 points, as a client logging batches of 100
+        metrics.append_points(run, "loss", [(i, float(i), 1e9 + i) for i in range(start, start + 100)])
+    series = run.metric_series.get(name="loss")
+    chunks = list(MetricChunk.objects.filter(series=series).order_by("seq"))
+    # One sealed chunk of 1,000, then the open 400 points as a full segment and the start of the next.
+    assert [(c.count, c.sealed) for c in chunks] == [(1000, True), (300, False), (100, False)]
+    raw = metrics.Points.concat([metrics.Points.decode(c.data) for c in chunks])
+    assert raw.steps.tolist() == [float(i) for i in range(1_400)] and raw.values.tolist() == raw.steps.tolist()
+    points, total = metrics.read_scalars(series, max_points=10_000)
+    assert total == 1_400 and len(points) == 100 + 400
+    metrics.append_points(run, "loss", [(i, float(i), 1e9 + i) for i in range(1_400, 2_500)])  # one large append
+    chunks = list(MetricChunk.objects.filter(series=series).order_by("seq"))
+    assert [(c.count, c.sealed) for c in chunks] == [(1000, True), (1000, True), (300, False), (200, False)]
+    raw = metrics.Points.concat([metrics.Points.decode(c.data) for c in chunks])
+    assert raw.steps.tolist() == [float(i) for i in range(2_500)]
