@@ -753,16 +753,4 @@ class EndpointStack(Stack):
 
 def wait_state(deployment, *states: str, timeout: float = 120):
     """The deployment once it is in one of `states` (read every 20 ms); raises with its reason when it failed."""
-    from endpoints.models import DeploymentState
-
-    deadline = time.monotonic() + timeout
-    while True:
-        deployment.refresh_from_db()
-        if deployment.state in states:
-            return deployment
-        if deployment.state == DeploymentState.FAILED and DeploymentState.FAILED not in states:
-            raise RuntimeError(f"deployment {deployment.name} failed: {deployment.reason}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"deployment {deployment.name} is {deployment.state} ({deployment.reason}) after "
-                               f"{timeout} s, not {'/'.join(states)}")
-        time.sleep(0.02)
+    return services.wait_deployment_state(deployment, *states, timeout=timeout, interval=0.02)

@@ -198,3 +198,20 @@ def kill_local_instances(data_dir) -> int:
             except psutil.Error:
                 pass
     return killed
+
+
+def wait_deployment_state(deployment, *states: str, timeout: float = 120, interval: float = 0.1):
+    """The deployment once it is in one of `states`; AssertionError with its reason when it failed or is late."""
+    from endpoints.models import DeploymentState
+
+    deadline = time.monotonic() + timeout
+    while True:
+        deployment.refresh_from_db()
+        if deployment.state in states:
+            return deployment
+        if deployment.state == DeploymentState.FAILED and DeploymentState.FAILED not in states:
+            raise AssertionError(f"Deployment {deployment.name} failed: {deployment.reason}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Deployment {deployment.name} is {deployment.state} ({deployment.reason}) after "
+                                 f"{timeout} s, not {'/'.join(states)}")
+        time.sleep(interval)

@@ -4,12 +4,12 @@ a run registers them, and scoring calls made over HTTP as a client makes them.""
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 
-from endpoints.models import Deployment, DeploymentState
+from endpoints.models import Deployment
 from models_registry import registry
+from tests import services
 from tests.models_registry.conftest import completed_run_with_outputs
 
 IDENTITY = """\
@@ -33,16 +33,7 @@ def register_files(workspace, user, name: str, files: dict[str, bytes]):
 
 
 def wait_state(deployment: Deployment, *states: str, timeout: float = 120) -> Deployment:
-    deadline = time.monotonic() + timeout
-    while True:
-        deployment.refresh_from_db()
-        if deployment.state in states:
-            return deployment
-        if deployment.state == DeploymentState.FAILED and DeploymentState.FAILED not in states:
-            raise AssertionError(f"The deployment failed: {deployment.reason}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"The deployment is {deployment.state} ({deployment.reason}), not {states}")
-        time.sleep(0.1)
+    return services.wait_deployment_state(deployment, *states, timeout=timeout)
 
 
 def call(url: str, body=None, *, key: str | None = None, headers: dict | None = None, method: str | None = None,
