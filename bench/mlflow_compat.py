@@ -210,6 +210,7 @@ def main() -> int:
                 times["client"] += run_child(python, envs["studio"], "client", args.batch_points, extra)["seconds"]
             for side in ("studio", "mlflow"):
                 check(side, "batch", results[side], args.batch_points, None)
+            version = results["mlflow"]["version"]
             batch_ratio = times["mlflow"] / times["studio"]
             for side, label in (("mlflow", f"mlflow server {version}"), ("studio", "studio")):
                 summary.append(f"{label}: {args.batch_points:,} points through log_batch ({args.batch_size:,} a "

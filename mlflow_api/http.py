@@ -151,7 +151,6 @@ def route(methods: tuple[str, ...] | str, *, write: bool | tuple[str, ...] = Fal
                 logger.exception("MLflow API %s %s failed", request.method, request.path)
                 return errors.response(errors.INTERNAL_ERROR, errors.BY_STATUS[500][1])
 
-        serve.mlflow_methods = allowed
         return serve
 
     return decorate

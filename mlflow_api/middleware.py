@@ -1,7 +1,12 @@
-"""Under /mlflow/ every error is MLflow's JSON `{"error_code", "message"}`, also those Django makes itself (an unknown
-route's 404, a CSRF or method refusal), so an MLflow client always reads a message it can show."""
+"""Under /mlflow/<workspace>/api/ every error is MLflow's JSON `{"error_code", "message"}`, also those Django makes
+itself (an unknown route's 404, a method refusal), so an MLflow client always reads a message it can show. (The pages
+at /mlflow/<workspace>/, which open the links an MLflow client prints, answer as pages.)"""
+
+import re
 
 from mlflow_api import errors
+
+API_PATH = re.compile(r"^/mlflow/[^/]+/(api|ajax-api)/")
 
 
 class MlflowJsonErrorsMiddleware:
@@ -10,7 +15,7 @@ class MlflowJsonErrorsMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if not request.path.startswith(errors.PREFIX) or response.status_code < 400:
+        if response.status_code < 400 or not API_PATH.match(request.path):
             return response
         if response.get("Content-Type", "").startswith("application/json"):
             return response

@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from endpoints.api import router as endpoints_api
 from environments.api import router as environments_api
+from mlflow_api import pages as mlflow_pages
 from models_registry.api import router as models_api
 from models_registry.api import run_router as models_run_api
 from runs.api import ingest as runs_ingest_api
@@ -51,6 +52,10 @@ urlpatterns = [
     path("favicon.ico", views.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_urls, namespace=api_namespace)),
+    path("mlflow/<slug:workspace>/", mlflow_pages.home, name="mlflow_home"),
+    path("mlflow/<slug:workspace>/runs/<str:run_id>/", mlflow_pages.run_link, name="mlflow_run_link"),
+    path("mlflow/<slug:workspace>/experiments/<str:experiment_id>/", mlflow_pages.experiment_link,
+         name="mlflow_experiment_link"),
     path("mlflow/<slug:workspace>/", include("mlflow_api.urls")),
     path("workspaces/", views.workspace_list, name="workspace_list"),
     path("w/<slug:workspace>/", dashboard, name="dashboard"),

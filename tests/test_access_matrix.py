@@ -116,6 +116,9 @@ ROUTES: dict[str, dict[str, str]] = {
     "instance_events": {"GET": R},
     "deployment_edit": {"GET": W, "POST": W},
     "deployment_delete": {"POST": W},
+    "mlflow_home": {"GET": R},  # pages that open the links an MLflow client prints
+    "mlflow_run_link": {"GET": R},
+    "mlflow_experiment_link": {"GET": R},
     # The REST API (personal tokens) -----------------------------------------------------------------------------------
     "api:api-root": {"GET": "public"},
     "api:openapi-json": {"GET": "public"},
@@ -318,7 +321,7 @@ def url_for(name: str, world) -> str:
         "entry_id": world["entry"].pk, "path": "outputs/model.pkl", "version": env.version,
         "file": "model.pkl", "alias": "production", "reference": "digits:1", "deployment": "blue",
         "instance_id": world["instance"].pk, "instance": world["instance"].pk, "sha256": "0" * 64,
-        "model_id": world["logged_model"].model_id, "key": "team", "invite": "not-a-valid-link",
+        "model_id": world["logged_model"].model_id, "key": "team", "experiment_id": run.experiment_id, "invite": "not-a-valid-link",
         "artifact_path": f"{run.experiment_id}/{world['mlflow_run'].mlflow.run_uuid}/artifacts/notes.txt",
     }
     route = next(route for pattern_name, route in all_patterns() if pattern_name == name)

@@ -179,3 +179,16 @@ def test_experiments_are_found_by_name_id_and_search(carol_mlflow):
     names = [item["name"] for item in carol_mlflow.post("experiments/search", {
         "filter": "name LIKE '%i%'", "order_by": ["name ASC"]}).json()["experiments"]]
     assert names == ["cifar", "mnist"]
+
+
+def test_the_links_an_mlflow_client_prints_open_the_studios_pages(client, cast, carol_mlflow):
+    run_id = carol_mlflow.new_run(experiment="links")
+    run = studio_run(run_id)
+    client.force_login(cast["bob"])
+    page = client.get("/mlflow/lab/")
+    assert page.status_code == 200 and b"mlflow_links.js" in page.content and b"MLFLOW_TRACKING_URI=" in page.content
+    assert client.get(f"/mlflow/lab/runs/{run_id}/").url == f"/w/lab/runs/{run.pk}/"
+    assert client.get(f"/mlflow/lab/experiments/{run.experiment_id}/").url == "/w/lab/experiments/links/"
+    assert client.get(f"/mlflow/lab/runs/{'e' * 32}/").status_code == 404
+    client.force_login(cast["charlie"])
+    assert client.get(f"/mlflow/lab/runs/{run_id}/").status_code == 404
