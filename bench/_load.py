@@ -17,8 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from endpoints.gateway import read_response_body  # noqa: E402  (the gateway's own reader: stdlib at import time)
 
 
 @dataclass
@@ -69,20 +75,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
             chunked = b"chunked" in value.lower()
         elif name == b"connection":
             keep = value.strip().lower() != b"close"
-    if chunked:
-        parts = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")
-                break
-            parts.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-        body = b"".join(parts)
-    elif length is not None:
-        body = await reader.readexactly(length)
-    else:
-        body, keep = await reader.read(), False
+    body, keep = await read_response_body(reader, chunked, length, keep)
     return int(status), body, keep
 
 

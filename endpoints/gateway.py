@@ -114,6 +114,23 @@ class Upstream:
         return status, response_headers, response_body
 
 
+async def read_response_body(reader, chunked: bool, length: int | None, keep: bool) -> tuple[bytes, bool]:
+    """An HTTP/1.1 response's body after its head (chunked, by Content-Length, or to the end: then not kept)."""
+    if chunked:
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                break
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        return b"".join(parts), keep
+    if length is not None:
+        return await reader.readexactly(length), keep
+    return await reader.read(), False
+
+
 async def _read_response(reader) -> tuple[int, list, bytes, bool]:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -137,20 +154,7 @@ async def _read_response(reader) -> tuple[int, list, bytes, bool]:
             keep = False
         if name not in ("content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"):
             headers.append((name.encode("latin-1"), value.encode("latin-1")))
-    if chunked:
-        parts = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")
-                break
-            parts.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-        body = b"".join(parts)
-    elif length is not None:
-        body = await reader.readexactly(length)
-    else:
-        body, keep = await reader.read(), False
+    body, keep = await read_response_body(reader, chunked, length, keep)
     return status, headers, body, keep
 
 
