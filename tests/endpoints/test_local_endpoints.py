@@ -24,6 +24,8 @@ def test_a_local_deployment_scores_with_its_key_and_only_with_it(workspace, alic
     wait_state(deployment, DeploymentState.HEALTHY, timeout=60)
     keys = endpoint_services.keys(endpoint)
     url = scoring_url(gateway, endpoint)
+    # Healthy in the database comes a moment before the gateway's table has the instance (its reload notice)
+    wait_until(lambda: call(url, {"x": [1, 2]}, key=keys["primary"])[0] == 200, 10, "the gateway to route")
     status, headers, body = call(url, {"x": [1, 2]}, key=keys["primary"])
     assert status == 200, body
     assert json.loads(body) == {"echo": {"x": [1, 2]}, "by": "v1"}
