@@ -314,13 +314,32 @@ def tail(path: Path, lines: int = 2000) -> tuple[list[str], bool]:
     with open(path, "rb") as handle:
         handle.seek(start)
         data = handle.read()
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()
-    if start > 0 and raw_lines:
-        raw_lines.pop(0)  # a partial first line
+        raw_lines = data.split(b"\n")
+        if raw_lines and raw_lines[-1] == b"":
+            raw_lines.pop()
+        if start > 0 and raw_lines:
+            raw_lines.pop(0)  # a partial first line
+            if len(raw_lines) < lines:  # room for it: show it from its start, cut as the live view cuts it
+                raw_lines.insert(0, _line_from_start(handle, start))
     truncated = start > 0 or len(raw_lines) > lines
     return [display_line(line.rstrip(b"\r")) for line in raw_lines[-lines:]], truncated
+
+
+def _line_from_start(handle, inside: int) -> bytes:
+    """The start of the line that byte `inside` is part of (enough of it for `display_line` to cut with its note)."""
+    position = inside
+    while position > 0:
+        step = min(CHUNK_MAX_BYTES, position)
+        handle.seek(position - step)
+        newline = handle.read(step).rfind(b"\n")
+        if newline >= 0:
+            position = position - step + newline + 1
+            break
+        position -= step
+    handle.seek(position)
+    start = handle.read(settings.STUDIO_LOG_LIVE_LINE_BYTES + 1)
+    newline = start.find(b"\n")
+    return start[:newline] if newline >= 0 else start
 
 
 def chunk(path: Path, offset: int) -> tuple[list[str], int]:

@@ -127,6 +127,22 @@ def test_a_final_run_shows_its_log_tail_and_no_live_parts(client, cast, run):
     assert '<span class="label">Exit code</span> 0' in page
 
 
+@pytest.mark.parametrize("after", [b"", b"done\n"])
+def test_a_final_run_shows_an_enormous_last_line_cut_with_the_live_views_note(client, cast, run, settings, after):
+    """A 10 MB line at the end of the log (more than the tail reads) is shown from its start, cut, never dropped."""
+    from studio.console import TRUNCATED_NOTE
+
+    write_log(run, b"epoch 1\n" + b"y" * 10_000_000 + b"\n" + after)
+    finish(run, exit_code=0)
+    login(client, cast["bob"])
+    page = text(client.get(url(run)))
+    cut = "y" * settings.STUDIO_LOG_LIVE_LINE_BYTES + TRUNCATED_NOTE
+    assert f'<span class="line">{cut}</span>' in page
+    assert "y" * (settings.STUDIO_LOG_LIVE_LINE_BYTES + 1) not in page
+    if after:
+        assert f'<span class="line">{cut}</span>\n<span class="line">done</span>' in page
+
+
 def test_a_final_run_without_output_says_so(client, cast, run):
     finish(run, RunStatus.FAILED, reason="Exit code 1.")
     login(client, cast["alice"])
