@@ -24,9 +24,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import venv
+import xmlrpc.client
+from http.client import HTTPConnection
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -96,10 +99,6 @@ def base_env(data_dir: Path | None = None) -> dict[str, str]:
     return env
 
 
-def manage(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([str(PY), str(ROOT / "manage.py"), *args], check=True, env=env, cwd=ROOT)
-
-
 # Redis -------------------------------------------------------------------------------------------------------------
 
 
@@ -163,9 +162,11 @@ def redis_program(env: dict[str, str], data_dir: Path, state: Path) -> str:
 # Supervision -------------------------------------------------------------------------------------------------------
 
 
-# Started once the web server answers (`start_the_rest`): seven Django processes booting at once on a small machine
-# made the first page wait for all of them.
+# Started by the start command, not by supervisord: the web server once `prepare` has migrated (supervisord and Redis
+# start meanwhile), the rest once the web server answers (`start_the_rest`): seven Django processes booting at once on
+# a small machine made the first page wait for all of them.
 AFTER_WEB = ("worker", "control", "gateway", "endpoints", "beat")
+STARTED_BY_US = ("web", *AFTER_WEB)
 
 
 def program(name: str, argv: list[str], data_dir: Path, *, priority: int, stopsignal: str = "TERM",
@@ -176,7 +177,7 @@ def program(name: str, argv: list[str], data_dir: Path, *, priority: int, stopsi
 command={command}
 directory={ROOT}
 priority={priority}
-autostart={"false" if name in AFTER_WEB else "true"}
+autostart={"false" if name in STARTED_BY_US else "true"}
 autorestart=true
 startsecs=2
 startretries=1000
@@ -191,9 +192,11 @@ stdout_logfile_backups=3
 """
 
 
-def supervisor_conf(args: argparse.Namespace, env: dict[str, str], data_dir: Path, state: Path | None = None) -> Path:
+def supervisor_conf(args: argparse.Namespace, env: dict[str, str], data_dir: Path, state: Path | None = None,
+                    web_after: Path | None = None) -> Path:
     """supervisord's configuration; its socket, logs, Redis files and beat schedule go to `state` (the data dir unless
-    given: tests run several supervised studios on one data dir)."""
+    given: tests run several supervised studios on one data dir). With `web_after`, the web server loads at once and
+    listens once that file exists (`studio/serve.py --after`)."""
     state = state or data_dir
     (state / "logs").mkdir(parents=True, exist_ok=True)
     celery = [PY, "-m", "celery", "-A", "studio"]
@@ -221,8 +224,9 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://{state / "supervisor.sock"}
 """]
     sections.append(redis_program(env, data_dir, state))
-    sections.append(program("web", [PY, "-m", "studio.serve", "--host", args.host, "--port", args.port], state,
-                            priority=30))
+    after = ["--after", web_after] if web_after is not None else []
+    sections.append(program("web", [PY, "-m", "studio.serve", "--host", args.host, "--port", args.port, *after],
+                            state, priority=30))
     # Runs outlive their worker: a stopped or restarted worker leaves its runs' scripts going, and its successor
     # adopts them. SIGQUIT ends it at once instead of waiting for runs that last hours.
     sections.append(program("worker", [*celery, "worker", "-Q", args.queues, "-n", "local@%h",
@@ -243,10 +247,49 @@ serverurl=unix://{state / "supervisor.sock"}
     return conf
 
 
-def start_the_rest(conf: Path, env: dict[str, str]) -> subprocess.Popen:
-    """Start the programs that wait for the web server (in the background: the URL is printed at once)."""
-    return subprocess.Popen([str(PY), "-m", "supervisor.supervisorctl", "-c", str(conf), "start", *AFTER_WEB],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+class _UnixSocketTransport(xmlrpc.client.Transport):
+    """XML-RPC to supervisord over its Unix socket (what supervisorctl does, without starting a Python for it)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.socket_path = str(path)
+
+    def make_connection(self, host):
+        connection = HTTPConnection("localhost", timeout=30)
+        connection.connect = lambda: setattr(connection, "sock", self._connect())
+        return connection
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(30)
+        sock.connect(self.socket_path)
+        return sock
+
+
+def start_programs(state: Path, names: tuple[str, ...], supervisord: subprocess.Popen | None = None) -> None:
+    """Have supervisord start these programs now (without waiting for them to run). A request on its socket also
+    wakes supervisord from its one-second poll, so the program spawns at once. Waits for the socket to answer."""
+    proxy = xmlrpc.client.ServerProxy("http://localhost", transport=_UnixSocketTransport(state / "supervisor.sock"))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            proxy.supervisor.getState()
+            break
+        except OSError:
+            if (supervisord is not None and supervisord.poll() is not None) or time.monotonic() > deadline:
+                sys.exit(f"supervisord did not answer on {state / 'supervisor.sock'}; see {state / 'logs'}")
+            time.sleep(0.02)
+    for name in names:
+        try:
+            proxy.supervisor.startProcess(name, False)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != 60:  # ALREADY_STARTED
+                raise
+
+
+def start_the_rest(state: Path) -> None:
+    """Start the programs that wait for the web server."""
+    start_programs(state, AFTER_WEB)
 
 
 def web_answers(url: str) -> bool:
@@ -268,19 +311,27 @@ def start(args: argparse.Namespace) -> None:
     (data_dir / "logs").mkdir(exist_ok=True)
     env["STUDIO_PORT"] = str(args.port)
     env.setdefault("STUDIO_PUBLIC_URL", f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}")
-    conf = supervisor_conf(args, env, data_dir)
-    manage("prepare", env=env)
-    env["STUDIO_STATIC_MANIFEST"] = "1"
-    supervisord = subprocess.Popen([str(PY), "-m", "supervisor.supervisord", "-c", str(conf)], env=env, cwd=ROOT,
+    # `prepare` (migrate, bootstrap, static files), supervisord with Redis, and the web server loading its application
+    # all start at once; the web server listens once `prepared` exists, which is made when `prepare` succeeded.
+    prepared = data_dir / "prepared"
+    prepared.unlink(missing_ok=True)
+    conf = supervisor_conf(args, env, data_dir, web_after=prepared)
+    preparing = subprocess.Popen([str(PY), str(ROOT / "manage.py"), "prepare"], env=env, cwd=ROOT)
+    supervisord = subprocess.Popen([str(PY), "-m", "supervisor.supervisord", "-c", str(conf)],
+                                   env={**env, "STUDIO_STATIC_MANIFEST": "1"}, cwd=ROOT,
                                    start_new_session=True)  # Ctrl-C is ours to handle, in order
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        start_programs(data_dir, ("web",), supervisord)
+        if preparing.wait() != 0:
+            sys.exit(f"preparing the studio failed (exit {preparing.returncode}); see the lines above")
+        prepared.touch()
         url = env["STUDIO_PUBLIC_URL"]
         while not web_answers(url):
             if supervisord.poll() is not None:
                 sys.exit(f"supervisord exited ({supervisord.returncode}); see {data_dir / 'logs'}")
-            time.sleep(0.1)
-        start_the_rest(conf, env)
+            time.sleep(0.05)
+        threading.Thread(target=start_the_rest, args=(data_dir,), daemon=True).start()
         gateway = env.get("STUDIO_GATEWAY_PORT") or str(args.port + 1)
         say(f"Studio is running at {url}/  (ready in {time.monotonic() - started:.1f} s; Ctrl-C stops it; "
             f"logs in {data_dir / 'logs'}); endpoints score at http://{url.split('://')[1].rsplit(':', 1)[0]}:"

@@ -3,12 +3,13 @@
     python3 bench/first_start.py            # --keep --python python3 --timeout 600 --worktree
 
 A newcomer's path, measured: `git clone` of this repository into a temporary folder (not timed), then
-`python3 studioctl.py start` in it until "Studio is running" appears (the web server answers by then: checked), then
-Ctrl-C (SIGINT) and its stop timed, then a second start (everything already set up) the same way. uv's package cache
-is left as it is (warm when anything here installed the same packages before); the clone gets its own virtualenv,
-data dir and free ports (web, gateway, Redis), so a studio already running here is not disturbed. Every line the
-start prints is shown with the time it appeared, which splits the first start into its phases (virtualenv, install,
-migrate and bootstrap, collectstatic, processes up). Targets: first start under 45 s, second under 5 s.
+`python3 studioctl.py start` in it until "Studio is running" appears (the web server answers by then, and the static
+files its sign-in page links: checked), then Ctrl-C (SIGINT) and its stop timed, then a second start (everything
+already set up) the same way. uv's package cache is left as it is (warm when anything here installed the same
+packages before); the clone gets its own virtualenv, data dir and free ports (web, gateway, Redis), so a studio
+already running here is not disturbed. Every line the start prints is shown with the time it appeared, which splits
+the first start into its phases (virtualenv, install, migrate and bootstrap, collectstatic, processes up). Targets:
+first start under 45 s, second under 5 s.
 
 `--worktree` copies this checkout's uncommitted changes and untracked files over the clone (what is being worked on,
 not what is committed). Standard library only. The temporary folder is removed at the end (kept with --keep or after a
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -72,9 +74,15 @@ def clean_env(ports: dict[str, int]) -> dict[str, str]:
 
 
 def web_answers(url: str) -> bool:
+    """The sign-in page answers, and so do the static files it links (collected, with hashed names)."""
     try:
         with urllib.request.urlopen(f"{url}/accounts/login/", timeout=2) as response:
-            return response.status == 200
+            page = response.read().decode()
+        linked = re.findall(r'(?:href|src)="(/static/[^"]+)"', page)
+        for path in linked:
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:
+                response.read()
+        return bool(linked)
     except OSError:
         return False
 

@@ -96,10 +96,16 @@ def read_or_create_secret(path: Path, make=None) -> str:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = (make or get_random_secret_key)()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process of the studio made it first
-        return path.read_text().strip()
+    # Written whole under another name, then linked into place: processes starting together (the web server loads
+    # while `prepare` runs) all read the one value, never a file another has created but not yet written.
+    draft = path.with_name(f".{path.name}.{os.getpid()}.draft")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(secret)
-    return secret
+    try:
+        os.link(draft, path)
+    except FileExistsError:  # another process of the studio made it first
+        pass
+    finally:
+        os.unlink(draft)
+    return path.read_text().strip()

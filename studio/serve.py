@@ -2,15 +2,22 @@
 Docker bridge's gateway address when this machine has one, so the SDK in containers of a local Docker target reaches
 the API at host.docker.internal without the studio listening on every interface.
 
-    python -m studio.serve --host 127.0.0.1 --port 8000
+    python -m studio.serve --host 127.0.0.1 --port 8000 [--after FILE]
+
+With --after, Django and the URL configuration (every view and API schema: most of the two seconds a start takes)
+are loaded at once, and the server makes the application and listens only once FILE exists: the start command starts it while `prepare` migrates and makes FILE when that is
+done, so the two overlap and no request ever reaches a database still being migrated.
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import os
 import socket
 import struct
+import time
+from pathlib import Path
 
 import uvicorn
 
@@ -43,17 +50,32 @@ def addresses(host: str, bridge: str | None) -> list[str]:
     return found
 
 
+def preload() -> None:
+    """The slow part of loading the application: Django, and the URL configuration (every view and API schema). The
+    handler itself is made after, once the static files are collected (WhiteNoise lists them when it is made)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
+    import django
+    from django.urls import get_resolver
+
+    django.setup(set_prefix=False)
+    get_resolver().url_patterns  # noqa: B018 - imports every view and builds the API's schemas
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--bridge", default="docker0", help="also listen on this interface's address (empty: no)")
+    parser.add_argument("--after", type=Path, help="load the application, then listen once this file exists")
     args = parser.parse_args()
+    config = uvicorn.Config("studio.asgi:application", timeout_graceful_shutdown=3, log_level="info", http="h11",
+                            loop="asyncio")  # h11 and asyncio, as the request-limit tests were written against
+    if args.after is not None:
+        preload()
+        while not args.after.exists():
+            time.sleep(0.02)
     bridge = interface_address(args.bridge) if args.bridge else None
     sockets = [listening_socket(address, args.port) for address in addresses(args.host, bridge)]
-    # h11 and asyncio, as the request-limit tests were written against (httptools is there for the gateway)
-    config = uvicorn.Config("studio.asgi:application", timeout_graceful_shutdown=3, log_level="info", http="h11",
-                            loop="asyncio")
     print(f"Web server listening on {', '.join(f'{a}:{args.port}' for a in addresses(args.host, bridge))}", flush=True)
     uvicorn.Server(config).run(sockets=sockets)
 

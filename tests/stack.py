@@ -57,8 +57,9 @@ class SupervisedStack:
             stdout=open(self.state / "logs" / "supervisord.out", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
+            studioctl.start_programs(self.state, ("web",), self.process)  # as the start command does
             wait_until(self.web_answers, 60, "the supervised web server")
-            studioctl.start_the_rest(self.conf, self.env).wait(timeout=120)  # as the start command does
+            studioctl.start_the_rest(self.state)
             wait_until(lambda: "ready." in self.log("worker"), 60, "the supervised worker")
             wait_until(lambda: "ready." in self.log("control"), 60, "the supervised control worker")
         except BaseException:

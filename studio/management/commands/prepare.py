@@ -1,6 +1,7 @@
 """Everything the start command needs done before the processes start, in one Django process (each start of Django
 costs about a second): migrate, make the first admin account and workspace, and collect the static files when they
-changed since the last time."""
+changed since the last time. Django's system checks are not run here (they import every URL and view, about a
+second of each start; `manage.py check` runs them, and the test suite does)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def static_digest() -> str:
 
 class Command(BaseCommand):
     help = "Migrate, bootstrap and collect the static files (when they changed): what `studioctl.py start` needs."
+    requires_system_checks = []
 
     def handle(self, *args, **options):
         call_command("migrate", "--noinput", verbosity=0)
