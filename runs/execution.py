@@ -391,11 +391,12 @@ def sweep_targets() -> int:
 def reap_lost_runs() -> int:
     """Runs whose worker stopped heartbeating: shown NotResponding, and offered to a worker of their queue to adopt.
     Nothing here ends a run: only a worker that finds the script gone does. Runs an external client tracks (MLflow)
-    have no worker and no heartbeat, and are left alone."""
+    have no worker and no heartbeat, and are left alone; so are child runs a parent's script made through the SDK
+    (no worker or script of their own: they end with their parent, and its heartbeat stands for them)."""
     asked = 0
     late = Run.objects.filter(status__in=ACTIVE_STATES, tracked_by=TrackedBy.STUDIO).filter(
         Q(heartbeat_at__lt=late_before()) | Q(heartbeat_at__isnull=True) | Q(worker__in=dead_local_workers())
-    ).select_related("compute_target")
+    ).exclude(parent__isnull=False, worker="").select_related("compute_target")
     for run in late:
         run.transition(RunStatus.NOT_RESPONDING, from_states=(RunStatus.RUNNING,))
         asked += ask_adoption(run)

@@ -98,3 +98,19 @@ def test_a_late_message_never_rewrites_a_final_state(cast, workspace):
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELED
     assert adopt_run(run.pk) == "nothing to adopt"
+
+
+def test_a_child_run_made_through_the_sdk_follows_its_parent_and_is_never_reaped_by_itself(cast, workspace, settings):
+    """A child run has no worker or script of its own (its parent's script logs to it): its parent's heartbeat
+    stands for it."""
+    settings.STUDIO_RUN_HEARTBEAT_SECONDS = 5
+    parent = with_heartbeat(workspace, cast["carol"], seconds_ago=1)
+    child = parent.create_child("fold-1")
+    assert reap_lost_runs() == 0
+    child.refresh_from_db()
+    assert child.status == RunStatus.RUNNING
+    Run.objects.filter(pk=parent.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=30))
+    assert reap_lost_runs() == 1  # the parent only: adopting it adopts its script, which logs to the child
+    parent.refresh_from_db()
+    child.refresh_from_db()
+    assert parent.status == RunStatus.NOT_RESPONDING and child.status == RunStatus.RUNNING
