@@ -30,7 +30,7 @@ from django.utils import timezone
 from mlflow_api import errors
 from mlflow_api.errors import MlflowError
 from mlflow_api.models import LoggedModel, MlflowRun
-from runs import gitinfo, metrics, parameters
+from runs import gitinfo, live, metrics, parameters
 from runs.models import (
     Experiment,
     MetricChunk,
@@ -220,6 +220,7 @@ def create_run(workspace, user, *, experiment_id, user_id, run_name, start_time,
         run.mlflow = MlflowRun.objects.create(run=run, user_id=(user_id or system.get("mlflow.user", ""))[:255],
                                               system_tags=system)
         _git_from_tags(run, system)
+        live.publish_child(run.parent_id, run.pk)  # a nested run: its parent's Children tab
     return run
 
 
@@ -318,6 +319,7 @@ def set_tags(run: Run, tags: dict[str, str]) -> None:
             locked.tags.update(user_tags)
             Run.objects.filter(pk=run.pk).update(tags=locked.tags)
             run.tags = locked.tags
+            live.publish_tags(run)
         if system:
             if "mlflow.runName" in system and system["mlflow.runName"].strip():
                 Run.objects.filter(pk=run.pk).update(display_name=system["mlflow.runName"].strip()[:255])
@@ -336,6 +338,7 @@ def delete_tag(run: Run, key: str) -> None:
         if key in locked.tags:
             locked.tags.pop(key)
             Run.objects.filter(pk=run.pk).update(tags=locked.tags)
+            live.publish_tags(locked)
         elif key in mlflow.system_tags:
             mlflow.system_tags.pop(key)
             mlflow.save(update_fields=["system_tags"])
@@ -379,7 +382,7 @@ def log_metrics(run: Run, points: list[dict]) -> int:
     by_key: dict[str, list[dict]] = defaultdict(list)
     for point in points:
         by_key[point["key"]].append(point)
-    stored = 0
+    stored, names = 0, []
     # One metric name is one append, atomic by itself; several (or points of a model) are all stored or none.
     together = len(by_key) > 1 or any(point.get("model_id") for point in points)
     with transaction.atomic() if together else contextlib.nullcontext():
@@ -401,6 +404,9 @@ def log_metrics(run: Run, points: list[dict]) -> int:
                 stored += metrics.append_scalars(run, key, steps, values, times)
             except metrics.MetricError as error:
                 raise errors.invalid(str(error)) from None
+            names.append(key)
+        if names:
+            live.publish_metrics(run, names)  # the run's page draws them as they come, as for the studio's runs
     return stored
 
 

@@ -192,3 +192,27 @@ def test_the_links_an_mlflow_client_prints_open_the_studios_pages(client, cast, 
     assert client.get(f"/mlflow/lab/runs/{'e' * 32}/").status_code == 404
     client.force_login(cast["charlie"])
     assert client.get(f"/mlflow/lab/runs/{run_id}/").status_code == 404
+
+
+def test_the_run_page_hears_of_an_mlflow_clients_metrics_tags_and_nested_runs_as_they_come(
+        carol_mlflow, redis_client, django_capture_on_commit_callbacks):
+    from runs import live
+
+    def events(run_id: str) -> list[dict]:
+        entries = redis_client.xrange(live.stream_key(studio_run(run_id).pk))
+        return [{key.decode(): value.decode() for key, value in fields.items()} for _, fields in entries]
+
+    parent_id = carol_mlflow.new_run()
+    with django_capture_on_commit_callbacks(execute=True):
+        run_id = carol_mlflow.new_run(tags=[{"key": "mlflow.parentRunId", "value": parent_id}])
+        carol_mlflow.post("runs/log-metric", {"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": now_ms(),
+                                              "step": 1})
+        carol_mlflow.post("runs/log-batch", {"run_id": run_id, "metrics": [
+            {"key": "acc", "value": 0.9, "timestamp": now_ms(), "step": 1},
+            {"key": "f1", "value": 0.8, "timestamp": now_ms(), "step": 1}]})
+        carol_mlflow.post("runs/set-tag", {"run_id": run_id, "key": "stage", "value": "tuning"})
+    mine = events(run_id)
+    assert {"k": "metric", "names": "loss"} in mine and {"k": "metric", "names": "acc,f1"} in mine
+    assert {"k": "tags", "tags": '{"stage":"tuning"}'} in mine
+    child = str(studio_run(run_id).pk)
+    assert {"k": "child", "run": child} in events(parent_id)  # the parent's Children tab
