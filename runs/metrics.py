@@ -24,6 +24,7 @@ from runs.models import MetricChunk, MetricEntry, MetricKind, MetricSeries, Run
 
 CHUNK_POINTS = 65_536
 SEGMENT_POINTS = 8_192  # the open chunk is kept in segments of at most this many points (see _write_chunks)
+SMALL_SEGMENT_POINTS = 512  # a segment filled by later appends while it holds fewer (rewritten: at most 12 KB)
 SUMMARY_POINTS = 1_024
 CHART_POINTS = 2_000
 MAX_NONFINITE_MARKERS = 500
@@ -155,10 +156,11 @@ def _db_float(value: float) -> float | None:
 
 
 def _write_chunks(series: MetricSeries, incoming: Points) -> None:
-    """Append to the open chunk, which is kept as segments of at most SEGMENT_POINTS points: a small append (a
-    1,000-point batch, a live run's flush) rewrites one segment, not a chunk of up to CHUNK_POINTS. When the
-    segments and the new points make a full chunk, they are merged into one sealed chunk with its summary, at the
-    first segment's place in the order."""
+    """Append to the open chunk, which is kept as segments of at most SEGMENT_POINTS points. A small append (a live
+    run's flush of a few points) fills the last segment while that holds fewer than SMALL_SEGMENT_POINTS, so it
+    rewrites at most 12 KB; a larger one (a 1,000-point batch) is a segment of its own, written once and never read
+    back until the chunk is sealed. When the segments and the new points make a full chunk, they are merged into one
+    sealed chunk with its summary, at the first segment's place in the order."""
     tail = list(MetricChunk.objects.filter(series=series, sealed=False).order_by("seq").only("pk", "seq", "count"))
     open_count = sum(segment.count for segment in tail)
     offset = 0
@@ -171,7 +173,7 @@ def _write_chunks(series: MetricSeries, incoming: Points) -> None:
             continue
         open_count += len(part)
         last = tail[-1] if tail else None
-        if last is not None and last.count < SEGMENT_POINTS:
+        if last is not None and last.count < min(SMALL_SEGMENT_POINTS, SEGMENT_POINTS):
             fill = part.take(slice(0, SEGMENT_POINTS - last.count))
             existing = Points.decode(MetricChunk.objects.filter(pk=last.pk).values_list("data", flat=True).get())
             last.count += len(fill)
@@ -179,8 +181,8 @@ def _write_chunks(series: MetricSeries, incoming: Points) -> None:
             part = part.take(slice(len(fill), None))
         for start in range(0, len(part), SEGMENT_POINTS):
             piece = part.take(slice(start, start + SEGMENT_POINTS))
-            segment = MetricChunk.objects.create(series=series, seq=_next_seq(series), count=len(piece),
-                                                 data=piece.encode())
+            seq = tail[-1].seq + 1 if tail else _next_seq(series)  # the open segments come after every sealed chunk
+            segment = MetricChunk.objects.create(series=series, seq=seq, count=len(piece), data=piece.encode())
             tail.append(segment)
 
 

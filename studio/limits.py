@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import io
 import json
@@ -24,12 +25,14 @@ import logging
 import threading
 from collections.abc import Callable
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import HttpResponse
+from django.core.handlers.base import BaseHandler
+from django.db import connections
+from django.http import FileResponse, HttpResponse
 from django.urls import Resolver404, URLPattern, URLResolver, get_resolver, resolve, set_script_prefix
 from django.utils.html import escape
 
@@ -59,12 +62,18 @@ def register_refusal(prefix: str, render: Callable[[int, str], tuple[bytes, str]
 
 
 def body_limit_for(path: str) -> int:
+    return _route_of(path)[0]
+
+
+def _route_of(path: str) -> tuple[int, bool]:
+    """The body limit of the route `path` resolves to, and whether its view is a coroutine function (an async view:
+    the live streams); a path no route takes gets the default limit and the sync path (its 404, or a static file)."""
     try:
-        route = resolve(path).route
+        match = resolve(path)
     except Resolver404:
-        return settings.STUDIO_REQUEST_MAX_BYTES
-    limit = _route_limits().get(route)
-    return limit() if limit is not None else settings.STUDIO_REQUEST_MAX_BYTES
+        return settings.STUDIO_REQUEST_MAX_BYTES, False
+    limit = _route_limits().get(match.route)
+    return (limit() if limit is not None else settings.STUDIO_REQUEST_MAX_BYTES), iscoroutinefunction(match.func)
 
 
 @functools.cache
@@ -154,11 +163,75 @@ class _EmptyBody(io.BytesIO):
     done = None
 
 
+class _RequestThreads:
+    """Threads for the sync views, kept between requests: each request has one to itself (Django's database
+    connections belong to a thread), taken from the idle ones or made when none is idle, and given back after it.
+
+    Django's own ASGI handler makes a new thread for every request, and hops between it and the event loop about five
+    times per request (its middleware adapters); a request to a sync view here costs two hops (the view, then the
+    response's close after it was sent) and no new thread."""
+
+    MAX_IDLE = 16
+
+    def __init__(self):
+        self._idle: list[concurrent.futures.ThreadPoolExecutor] = []
+
+    def take(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._idle:
+            return self._idle.pop()
+        return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-request")
+
+    def give_back(self, thread: concurrent.futures.ThreadPoolExecutor) -> None:
+        if len(self._idle) < self.MAX_IDLE:
+            self._idle.append(thread)
+        else:  # its database connections are its own: closed in it before it ends
+            thread.submit(connections.close_all)
+            thread.shutdown(wait=False)
+
+    @staticmethod
+    async def run(thread: concurrent.futures.ThreadPoolExecutor, function, *args):
+        """`function(*args)` in `thread`, with this task's context (the script prefix, say)."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(thread, functools.partial(context.run, function, *args))
+
+
+class _SyncHandler(BaseHandler):
+    """The middleware chain in its sync form, for the sync views: middleware and view run in one thread call."""
+
+    def __init__(self):
+        super().__init__()
+        self.load_middleware(is_async=False)
+
+
 class StreamingASGIHandler(ASGIHandler):
-    """Django's ASGI handler, with per-route body limits and bodies streamed to the view (see the module's doc)."""
+    """Django's ASGI handler, with per-route body limits and bodies streamed to the view (see the module's doc), and
+    sync views run whole in a kept thread (`_RequestThreads`)."""
+
+    def __init__(self):
+        super().__init__()
+        self._sync_handler = _SyncHandler()
+        self._threads = _RequestThreads()
 
     async def handle(self, scope, receive, send):
-        limit = body_limit_for(scope["path"])
+        limit, async_view = _route_of(scope["path"])
+        if not async_view:
+            thread = self._threads.take()
+            try:
+                return await self._handle(scope, receive, send, limit, thread)
+            finally:
+                self._threads.give_back(thread)
+        return await self._handle(scope, receive, send, limit, None)
+
+    def _sync_response(self, request, scope):
+        """In the request's thread: what Django's sync handler does for a request (WSGI's order)."""
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        response = self._sync_handler.get_response(request)
+        response._handler_class = self.__class__
+        if isinstance(response, FileResponse):
+            response.block_size = self.chunk_size
+        return response
+
+    async def _handle(self, scope, receive, send, limit: int, thread):
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
@@ -173,7 +246,8 @@ class StreamingASGIHandler(ASGIHandler):
         has_body = chunked or (declared_length or 0) > 0
         body_file = RequestBody(receive, limit) if has_body else _EmptyBody()
         set_script_prefix(get_script_prefix(scope))
-        await signals.request_started.asend(sender=self.__class__, scope=scope)
+        if thread is None:
+            await signals.request_started.asend(sender=self.__class__, scope=scope)
         request, error_response = self.create_request(scope, body_file)
         if request is not None and chunked and declared_length is None:
             # Django's multipart parser reads nothing of a body whose length is unknown; it reads to the end of this
@@ -186,7 +260,10 @@ class StreamingASGIHandler(ASGIHandler):
             return
 
         async def process_request(request, send):
-            response = await self.run_get_response(request)
+            if thread is None:
+                response = await self.run_get_response(request)
+            else:
+                response = await self._threads.run(thread, self._sync_response, request, scope)
             if has_body and body_file.too_big:
                 if response.status_code != 413:
                     response = self._refusal(scope, 413, too_big_message(limit))
@@ -229,9 +306,17 @@ class StreamingASGIHandler(ASGIHandler):
         try:
             response = tasks[1].result()
         except asyncio.CancelledError:
-            await signals.request_finished.asend(sender=self.__class__)
+            if thread is None:
+                await signals.request_finished.asend(sender=self.__class__)
+            else:  # after the view, which a thread cannot be stopped in: the thread's connections are closed
+                await self._threads.run(thread, functools.partial(signals.request_finished.send, sender=self.__class__))
         else:
-            await sync_to_async(response.close)()
+            if thread is None:
+                await sync_to_async(response.close)()
+            else:
+                await self._threads.run(thread, response.close)
+        if thread is None:  # the request's thread ends with it (Django's handler): so do its database connections
+            await sync_to_async(connections.close_all)()
         body_file.close()
 
     def _refusal(self, scope, status: int, message: str):

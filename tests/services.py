@@ -12,6 +12,8 @@ from pathlib import Path
 
 import redis
 
+from studio import serve
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -134,7 +136,7 @@ def start_web(env: dict[str, str], log_dir: Path, host: str = "127.0.0.1") -> tu
     """uvicorn on a free port; `host` 0.0.0.0 lets containers on this machine reach it through the host gateway."""
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "studio.asgi:application", "--host", host, "--port", str(port),
-            "--timeout-graceful-shutdown", "1", "--log-level", "warning", "--http", "h11", "--loop", "asyncio"]
+            "--timeout-graceful-shutdown", "1", "--log-level", "warning", "--http", serve.HTTP, "--loop", serve.LOOP]
     service = Service("web", argv, env, log_dir)
 
     def answers():

@@ -96,6 +96,23 @@ def test_bad_names_are_refused(name):
         metrics.check_name(name)
 
 
+def test_a_batch_is_a_segment_of_its_own_written_once_and_a_few_points_fill_a_small_one(cast, workspace):
+    """A 1,000-point batch (MLflow's log_batch) never rewrites what was stored before; a live run's flushes of a
+    few points share one small segment instead of making a row each."""
+    run = make_run(workspace, cast["carol"])
+    for start in range(0, 5_000, 1_000):
+        metrics.append_points(run, "loss", [(i, float(i), 1e9 + i) for i in range(start, start + 1_000)])
+    for start in range(5_000, 5_030, 10):
+        metrics.append_points(run, "loss", [(i, float(i), 1e9 + i) for i in range(start, start + 10)])
+    series = run.metric_series.get(name="loss")
+    chunks = list(MetricChunk.objects.filter(series=series).order_by("seq"))
+    assert [(c.count, c.sealed) for c in chunks] == [(1_000, False)] * 5 + [(30, False)]
+    raw = metrics.Points.concat([metrics.Points.decode(c.data) for c in chunks])
+    assert raw.steps.tolist() == [float(i) for i in range(5_030)]
+    points, total = metrics.read_scalars(series, max_points=10_000)
+    assert total == 5_030 and points.values.tolist() == raw.values.tolist()
+
+
 def test_small_appends_fill_segments_and_a_full_chunk_is_sealed_as_one(cast, workspace, monkeypatch):
     monkeypatch.setattr(metrics, "CHUNK_POINTS", 1000)
     monkeypatch.setattr(metrics, "SEGMENT_POINTS", 300)
