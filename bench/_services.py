@@ -119,6 +119,37 @@ def first_line_runs(stack: Stack, *, warmup: int, runs: int, submit, first_line,
 
 
 # Processes -----------------------------------------------------------------------------------------------------------
+def group_cpu_seconds(group: int) -> float:
+    """CPU time (user + system) used so far by the processes of process group `group` that are still alive."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # fields after the name: state, ppid, pgrp, ..., utime (12), stime (13)
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def wait_settled(group: int, timeout: float = 60, quiet: float = 0.05) -> float:
+    """Wait until the processes of `group` use under `quiet` of a core over a second (a server whose other workers
+    are still starting after the first answered would load the machine during the first measurements); the seconds
+    waited."""
+    started = time.monotonic()
+    before = group_cpu_seconds(group)
+    while time.monotonic() - started < timeout:
+        time.sleep(1)
+        now = group_cpu_seconds(group)
+        if now - before < quiet:
+            break
+        before = now
+    return time.monotonic() - started
+
+
 def _raise_on_sigterm(signum, frame):
     """Turn SIGTERM into SystemExit, so the stack's clean-up runs."""
     raise SystemExit(f"stopped by signal {signum}")

@@ -199,7 +199,10 @@ def start_mlflow(stack: _services.Stack, python: Path, workers: int | None) -> s
     except TimeoutError:
         raise RuntimeError(f"mlflow server did not answer within 180 s:\n{server.log()}") from None
     how = "MLflow's default workers (4)" if workers is None else f"--workers {workers}"
-    print(f"# mlflow server {url} answered after {time.monotonic() - started:.1f} s ({how})", flush=True)
+    answered = time.monotonic() - started
+    settled = _services.wait_settled(server.process.pid)  # its own session: the group is its workers
+    print(f"# mlflow server {url} answered after {answered:.1f} s ({how}); its workers settled {settled:.1f} s later",
+          flush=True)
     return url
 
 

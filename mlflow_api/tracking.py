@@ -160,12 +160,12 @@ def experiment_for_run(workspace, user, experiment_id: str | None) -> Experiment
 def resolve_run(workspace, ref: str) -> Run:
     """The run named by its MLflow id (32 hex digits) or the studio's number, in this workspace."""
     text = (ref or "").strip()
-    runs = Run.objects.select_related("experiment", "mlflow").filter(workspace=workspace)
+    runs = Run.objects.select_related("experiment", "mlflow").filter(workspace=workspace).order_by()  # one at most
     found = None
     if RUN_UUID.fullmatch(text):
-        found = runs.filter(mlflow__run_uuid=text).first()
+        found = next(iter(runs.filter(mlflow__run_uuid=text)[:1]), None)
     elif text.isdigit() and len(text) <= 18:
-        found = runs.filter(pk=int(text)).first()
+        found = next(iter(runs.filter(pk=int(text))[:1]), None)
     if found is None:
         raise errors.not_found(f"Run with id={text[:64]} not found")
     return found

@@ -115,7 +115,7 @@ def append_scalars(
     if not len(values):
         return 0
     with transaction.atomic():
-        series = MetricSeries.objects.select_for_update().filter(run=run, name=name).first()
+        series = next(iter(MetricSeries.objects.select_for_update().filter(run=run, name=name).order_by()[:1]), None)
         if series is None or series.kind != MetricKind.SCALAR or description and series.description != description[:1024]:
             series = series_for(run, name, MetricKind.SCALAR, description)  # made, refused, or described anew
             series = MetricSeries.objects.select_for_update().get(pk=series.pk)
@@ -161,7 +161,9 @@ def _write_chunks(series: MetricSeries, incoming: Points) -> None:
     rewrites at most 12 KB; a larger one (a 1,000-point batch) is a segment of its own, written once and never read
     back until the chunk is sealed. When the segments and the new points make a full chunk, they are merged into one
     sealed chunk with its summary, at the first segment's place in the order."""
-    tail = list(MetricChunk.objects.filter(series=series, sealed=False).order_by("seq").only("pk", "seq", "count"))
+    # (pk, seq, count) of each open segment: tuples, not model instances (up to a hundred of them per append)
+    tail = [_Segment(*row) for row in MetricChunk.objects.filter(series=series, sealed=False).order_by("seq")
+            .values_list("pk", "seq", "count")]
     open_count = sum(segment.count for segment in tail)
     offset = 0
     while offset < len(incoming):
@@ -183,7 +185,14 @@ def _write_chunks(series: MetricSeries, incoming: Points) -> None:
             piece = part.take(slice(start, start + SEGMENT_POINTS))
             seq = tail[-1].seq + 1 if tail else _next_seq(series)  # the open segments come after every sealed chunk
             segment = MetricChunk.objects.create(series=series, seq=seq, count=len(piece), data=piece.encode())
-            tail.append(segment)
+            tail.append(_Segment(segment.pk, seq, len(piece)))
+
+
+@dataclass
+class _Segment:
+    pk: int
+    seq: int
+    count: int
 
 
 def _next_seq(series: MetricSeries) -> int:
@@ -191,7 +200,7 @@ def _next_seq(series: MetricSeries) -> int:
     return 0 if last_seq is None else last_seq + 1
 
 
-def _seal(series: MetricSeries, tail: list[MetricChunk], part: Points) -> None:
+def _seal(series: MetricSeries, tail: list[_Segment], part: Points) -> None:
     """The open segments and `part` (together CHUNK_POINTS points) as one sealed chunk with its summary."""
     blobs = MetricChunk.objects.filter(pk__in=[segment.pk for segment in tail]).order_by("seq").values_list("data", flat=True)
     merged = Points.concat([*(Points.decode(blob) for blob in blobs), part])
