@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -79,3 +83,29 @@ def test_requests_at_once_are_served_at_once(cast, workspace, own_web):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         statuses = [status for result in pool.map(calls, range(8)) for status in result]
     assert statuses == [200] * 80
+
+
+def test_with_after_the_server_loads_at_once_and_listens_only_once_the_file_exists(e2e_env, tmp_path):
+    """What the start command relies on: the web server loads while `prepare` migrates, and no request reaches it
+    before `prepare` made its file."""
+    port, ready = services.free_port(), tmp_path / "prepared"
+    process = subprocess.Popen([sys.executable, "-m", "studio.serve", "--port", str(port), "--bridge", "",
+                                "--after", str(ready)], env=e2e_env, cwd=services.ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(4)  # longer than loading takes here
+        assert process.poll() is None and not _listening(port)
+        ready.touch()
+        services.wait_until(lambda: _listening(port), 20, "the web server to listen")
+        assert httpx.get(f"http://127.0.0.1:{port}/accounts/login/").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
