@@ -37,6 +37,11 @@ class MlflowRun(models.Model):
     system_tags = models.JSONField(default=dict, blank=True)
     # The logged models the client linked to the run as its outputs (`log_outputs`): [{"model_id", "step"}].
     model_outputs = models.JSONField(default=list, blank=True)
+    # Its inputs (`log_inputs`, which autologging calls): the datasets it read, as MLflow's DatasetInput
+    # ({"dataset": {"name", "digest", "source_type", "source", "schema", "profile"}, "tags": [{"key", "value"}]}),
+    # and the logged models it used ([{"model_id"}]).
+    dataset_inputs = models.JSONField(default=list, blank=True)
+    model_inputs = models.JSONField(default=list, blank=True)
 
     def __str__(self) -> str:
         return f"MLflow run {self.run_uuid} (run {self.run_id})"

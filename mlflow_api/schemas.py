@@ -170,6 +170,36 @@ class LogOutputs(RunRef):
     models: list[ModelOutput] = Field(default_factory=list, max_length=MAX_PARAMS_TAGS_PER_BATCH)
 
 
+class Dataset(Request):
+    """MLflow's Dataset, with its server's column sizes."""
+
+    name: Annotated[str, Field(min_length=1, max_length=500)]
+    digest: Annotated[str, Field(min_length=1, max_length=36)]
+    source_type: Annotated[str, Field(min_length=1, max_length=36)]
+    source: Annotated[str, Field(max_length=65_535)]
+    schema_: str | None = Field(None, max_length=1_048_575, alias="schema")  # `schema` is a BaseModel method
+    profile: str | None = Field(None, max_length=16_384)
+
+
+class InputTag(Request):
+    key: Annotated[str, Field(min_length=1, max_length=255)]
+    value: Annotated[str, Field(max_length=500)] = ""
+
+
+class DatasetInput(Request):
+    dataset: Dataset
+    tags: list[InputTag] = Field(default_factory=list, max_length=MAX_PARAMS_TAGS_PER_BATCH)
+
+
+class ModelInput(Request):
+    model_id: Annotated[str, Field(min_length=1, max_length=40)]
+
+
+class LogInputs(RunRef):
+    datasets: list[DatasetInput] = Field(default_factory=list, max_length=MAX_PARAMS_TAGS_PER_BATCH)
+    models: list[ModelInput] = Field(default_factory=list, max_length=MAX_PARAMS_TAGS_PER_BATCH)
+
+
 class SearchRuns(Request):
     experiment_ids: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=100)
     filter: str | None = Field(None, max_length=10_000)

@@ -516,9 +516,46 @@ def run_json(run: Run, latest=None, params=None, mlflow=None, model_ids=None) ->
         "info": info,
         "data": {"metrics": latest, "params": params or [],
                  "tags": [{"key": key, "value": value} for key, value in tags.items()]},
-        "inputs": {},
+        "inputs": _inputs_json(mlflow),
         "outputs": {"model_outputs": outputs} if outputs else {},
     }
+
+
+def _inputs_json(mlflow) -> dict:
+    inputs = {}
+    if mlflow is not None and mlflow.dataset_inputs:
+        inputs["dataset_inputs"] = mlflow.dataset_inputs
+    if mlflow is not None and mlflow.model_inputs:
+        inputs["model_inputs"] = mlflow.model_inputs
+    return inputs
+
+
+MAX_INPUTS = 1_000  # dataset inputs (and model inputs) a run keeps
+
+
+def log_inputs(run: Run, datasets, models) -> None:
+    """`log_inputs`: the datasets a run read (the same one with the same tags is kept once) and the logged models it
+    used. A run holds at most MAX_INPUTS of each: more is refused, never dropped."""
+    with transaction.atomic():
+        mlflow = MlflowRun.objects.select_for_update().get(pk=run.pk)
+        for item in datasets:
+            dataset = item.dataset.model_dump(by_alias=True, exclude_none=True)
+            for field in ("name", "source_type"):
+                problem = bidi_problem(dataset[field], f"The dataset's {field}")
+                if problem:
+                    raise errors.invalid(problem)
+            entry = {"dataset": dataset, "tags": [{"key": tag.key, "value": tag.value} for tag in item.tags]}
+            if entry not in mlflow.dataset_inputs:
+                mlflow.dataset_inputs.append(entry)
+        for item in models:
+            if not LoggedModel.objects.filter(model_id=item.model_id, workspace_id=run.workspace_id).exists():
+                raise errors.not_found(f"No logged model with id={item.model_id[:40]} in this workspace.")
+            entry = {"model_id": item.model_id}
+            if entry not in mlflow.model_inputs:
+                mlflow.model_inputs.append(entry)
+        if len(mlflow.dataset_inputs) > MAX_INPUTS or len(mlflow.model_inputs) > MAX_INPUTS:
+            raise errors.invalid(f"A run holds at most {MAX_INPUTS:,} dataset inputs and {MAX_INPUTS:,} model inputs.")
+        mlflow.save(update_fields=["dataset_inputs", "model_inputs"])
 
 
 def link_outputs(run: Run, outputs) -> None:

@@ -26,6 +26,7 @@ urlpatterns = [
     path(f"{API}runs/delete-tag", views.delete_tag, name="runs_delete_tag"),
     path(f"{API}runs/log-batch", views.log_batch, name="runs_log_batch"),
     path(f"{API}runs/outputs", views.log_outputs, name="runs_outputs"),
+    path(f"{API}runs/log-inputs", views.log_inputs, name="runs_log_inputs"),
     path(f"{API}metrics/get-history", views.get_metric_history, name="metrics_get_history"),
     # Logged models (MLflow 3's log_model)
     path(f"{API}logged-models", views.create_logged_model, name="logged_models_create"),

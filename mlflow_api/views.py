@@ -112,6 +112,12 @@ def log_outputs(request, access, payload):
     return json_response({})
 
 
+@route("POST", write=True, schema=schemas.LogInputs)
+def log_inputs(request, access, payload):
+    tracking.log_inputs(tracking.writable_run(access.workspace, payload.run), payload.datasets, payload.models)
+    return json_response({})
+
+
 @route("POST", schema=schemas.SearchRuns)
 def search_runs(request, access, payload):
     found = queries.search_runs(access.workspace, payload.experiment_ids, payload.filter, payload.order_by)

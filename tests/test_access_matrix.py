@@ -223,6 +223,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "mlflow:runs_delete_tag": {"POST": W},
     "mlflow:runs_log_batch": {"POST": W},
     "mlflow:runs_outputs": {"POST": W},
+    "mlflow:runs_log_inputs": {"POST": W},
     "mlflow:metrics_get_history": {"GET": R},
     "mlflow:logged_models_create": {"POST": W},
     "mlflow:logged_models_search": {"POST": R},

@@ -9,7 +9,7 @@ from django.utils import timezone
 from mlflow_api.models import MlflowRun
 from runs import execution, metrics
 from runs.models import MetricSeries, Run, RunGitInfo, RunStatus, TrackedBy
-from tests.mlflow_api.conftest import now_ms
+from tests.mlflow_api.conftest import assert_error, now_ms
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("data_dir")]
 
@@ -216,3 +216,38 @@ def test_the_run_page_hears_of_an_mlflow_clients_metrics_tags_and_nested_runs_as
     assert {"k": "tags", "tags": '{"stage":"tuning"}'} in mine
     child = str(studio_run(run_id).pk)
     assert {"k": "child", "run": child} in events(parent_id)  # the parent's Children tab
+
+
+IRIS = {"name": "iris", "digest": "1a2b3c4d", "source_type": "code", "source": '{"tags": {}}',
+        "schema": '{"mlflow_tensorspec": {}}', "profile": '{"features_shape": [150, 4]}'}
+
+
+def test_a_runs_datasets_are_kept_once_and_read_back_as_mlflow_shows_them(carol_mlflow):
+    run_id = carol_mlflow.new_run()
+    train = {"dataset": IRIS, "tags": [{"key": "mlflow.data.context", "value": "train"}]}
+    for _ in range(2):  # autologging sends the same dataset with each fit
+        assert carol_mlflow.post("runs/log-inputs", {"run_id": run_id, "datasets": [train]}).status_code == 200
+    evaluation = {"dataset": IRIS, "tags": [{"key": "mlflow.data.context", "value": "eval"}]}
+    assert carol_mlflow.post("runs/log-inputs", {"run_id": run_id, "datasets": [evaluation]}).status_code == 200
+    inputs = carol_mlflow.get("runs/get", run_id=run_id).json()["run"]["inputs"]
+    assert inputs == {"dataset_inputs": [train, evaluation]}
+
+
+@pytest.mark.parametrize("dataset, fragment", [
+    ({**IRIS, "digest": ""}, "digest"),
+    ({key: value for key, value in IRIS.items() if key != "source_type"}, "source_type"),
+    ({**IRIS, "name": "x" * 501}, "name"),
+    ({**IRIS, "name": "iris\u202etxt"}, "U+202E"),
+    ({**IRIS, "profile": "p" * 20_000}, "profile"),
+])
+def test_a_bad_dataset_is_refused_in_mlflows_shape_and_nothing_is_kept(carol_mlflow, dataset, fragment):
+    run_id = carol_mlflow.new_run()
+    answer = carol_mlflow.post("runs/log-inputs", {"run_id": run_id, "datasets": [{"dataset": dataset}]})
+    assert_error(answer, 400, "INVALID_PARAMETER_VALUE", fragment)
+    assert carol_mlflow.get("runs/get", run_id=run_id).json()["run"]["inputs"] == {}
+
+
+def test_model_inputs_name_logged_models_of_the_workspace(carol_mlflow):
+    run_id = carol_mlflow.new_run()
+    answer = carol_mlflow.post("runs/log-inputs", {"run_id": run_id, "models": [{"model_id": "m-" + "0" * 32}]})
+    assert_error(answer, 404, "RESOURCE_DOES_NOT_EXIST", "No logged model")
