@@ -34,6 +34,32 @@ TEST_BASE_IMAGE = os.environ.get("STUDIO_TEST_BASE_IMAGE", "studio/base-python:b
 TEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt" if os.path.exists("/etc/ssl/certs/ca-certificates.crt") else ""
 
 
+def _flush_retrying_deadlocks() -> None:
+    """A transactional test ends by emptying every table (TRUNCATE on PostgreSQL) while real processes may still be
+    writing: a worker of the session finishing a run the test queued, say. PostgreSQL then may end the TRUNCATE as a
+    deadlock's victim ("deadlock detected"), the next test finds the last one's rows, and fails for no fault of its
+    own. The other transaction ends at once after a deadlock, so the flush is tried again (a few times)."""
+    import time
+
+    from django.test import testcases
+
+    original = testcases.TransactionTestCase._fixture_teardown
+
+    def teardown(self):
+        for attempt in range(5):
+            try:
+                return original(self)
+            except Exception as error:
+                if "deadlock detected" not in str(error.__cause__ or error) or attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+
+    testcases.TransactionTestCase._fixture_teardown = teardown
+
+
+_flush_retrying_deadlocks()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def studio_services():
     """Every test talks to a real Redis; the data dir is a fresh temporary folder.
