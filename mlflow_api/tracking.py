@@ -540,11 +540,13 @@ def log_inputs(run: Run, datasets, models) -> None:
         mlflow = MlflowRun.objects.select_for_update().get(pk=run.pk)
         for item in datasets:
             dataset = item.dataset.model_dump(by_alias=True, exclude_none=True)
-            for field in ("name", "source_type"):
-                problem = bidi_problem(dataset[field], f"The dataset's {field}")
-                if problem:
-                    raise errors.invalid(problem)
-            entry = {"dataset": dataset, "tags": [{"key": tag.key, "value": tag.value} for tag in item.tags]}
+            tags = [{"key": tag.key, "value": tag.value} for tag in item.tags]
+            shown = [(dataset[field], f"The dataset's {field}") for field in ("name", "digest", "source_type")]
+            shown += [(text, "An input tag") for tag in tags for text in (tag["key"], tag["value"])]
+            problem = next((found for text, what in shown if (found := bidi_problem(text, what))), "")
+            if problem:  # what the run page shows
+                raise errors.invalid(problem)
+            entry = {"dataset": dataset, "tags": tags}
             if entry not in mlflow.dataset_inputs:
                 mlflow.dataset_inputs.append(entry)
         for item in models:

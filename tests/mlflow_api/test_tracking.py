@@ -238,6 +238,7 @@ def test_a_runs_datasets_are_kept_once_and_read_back_as_mlflow_shows_them(carol_
     ({key: value for key, value in IRIS.items() if key != "source_type"}, "source_type"),
     ({**IRIS, "name": "x" * 501}, "name"),
     ({**IRIS, "name": "iris\u202etxt"}, "U+202E"),
+    ({**IRIS, "digest": "ab\u202ecd"}, "digest"),
     ({**IRIS, "profile": "p" * 20_000}, "profile"),
 ])
 def test_a_bad_dataset_is_refused_in_mlflows_shape_and_nothing_is_kept(carol_mlflow, dataset, fragment):
